@@ -1,0 +1,82 @@
+"""PyTorch (HF transformers) checkpoints -> musicgen-jax parameter trees, strictly and without torch.
+
+``convert_checkpoint(path)`` reads a HF MusicGen Melody checkpoint directory and returns ``(config, params)``:
+the parameter tree is a nested dict of numpy arrays whose layout the Flax modules define. Each network part has
+its own table (``convert/decoder.py``, ...); every HF tensor must be claimed by exactly one part.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from convert.reader import CheckpointError, read_checkpoint
+from convert.rules import Rule, convert
+
+
+@dataclasses.dataclass(frozen=True)
+class Component:
+    """One network part of the composite checkpoint: the HF key prefixes it owns, its table and target shapes."""
+
+    prefixes: tuple[str, ...]
+    rules: Callable  # config -> (rules, sizes)
+    abstract: Callable  # config -> abstract parameter tree (merged into the model's tree)
+
+
+def _decoder_component() -> Component:
+    from convert.decoder import decoder_rules
+    from musicgen_jax import conditioning, decoder
+
+    def abstract(config):
+        return {"decoder": decoder.abstract_params(config.decoder), **conditioning.abstract_params(config)}
+
+    return Component(("decoder.", "enc_to_dec_proj.", "audio_enc_to_dec_proj."), decoder_rules, abstract)
+
+
+def components() -> dict[str, Component]:
+    return {"decoder": _decoder_component()}
+
+
+# HF key prefixes of network parts whose converters are still being written; their tensors are set aside (not
+# silently accepted: `convert_tensors` reports them in `skipped`).
+PENDING_PREFIXES: tuple[str, ...] = ("text_encoder.", "audio_encoder.")
+
+
+def convert_tensors(
+    tensors: Mapping[str, np.ndarray], config, source: str = "checkpoint", parts: tuple[str, ...] | None = None
+) -> dict:
+    """HF tensors of a MusicGen Melody checkpoint -> our parameter tree (numpy, source dtype).
+
+    ``parts`` selects network parts by name (default: all). Every tensor must belong to a known part; within a
+    selected part every tensor must be mapped and every parameter supplied (see ``convert/rules.py``).
+    """
+    table = components()
+    parts = tuple(table) if parts is None else parts
+    owned: dict[str, dict[str, np.ndarray]] = {name: {} for name in table}
+    for key in tensors:
+        owner = [name for name, comp in table.items() if key.startswith(comp.prefixes)]
+        if owner:
+            owned[owner[0]][key] = tensors[key]
+        elif not key.startswith(PENDING_PREFIXES):
+            raise CheckpointError(f"{source}: unexpected tensor {key!r} (not part of a MusicGen Melody checkpoint)")
+    params: dict = {}
+    for name in parts:
+        comp = table[name]
+        rules, sizes = comp.rules(config)
+        params.update(convert(owned[name], rules, sizes, comp.abstract(config), source))
+    return params
+
+
+def convert_checkpoint(path: str | os.PathLike, parts: tuple[str, ...] | None = None):
+    """Reads ``config.json`` and the weights of a HF checkpoint directory; returns ``(config, params)``."""
+    from musicgen_jax.config import MusicgenMelodyConfig
+
+    config = MusicgenMelodyConfig.from_pretrained(path)
+    tensors = read_checkpoint(path)
+    return config, convert_tensors(tensors, config, source=getattr(tensors, "path", os.fspath(path)), parts=parts)
+
+
+__all__ = ["CheckpointError", "Component", "Rule", "convert", "convert_checkpoint", "convert_tensors", "read_checkpoint"]

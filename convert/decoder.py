@@ -1,0 +1,50 @@
+"""Conversion table for the MusicGen decoder (``decoder.*``) and the two conditioning projections."""
+
+from __future__ import annotations
+
+from convert.rules import Rule, linear
+from musicgen_jax.config import MusicgenMelodyConfig
+
+_LAYER = "decoder.model.decoder.layers.{layer}."
+_LAYERS = (("layer", 0),)
+
+
+def decoder_rules(config: MusicgenMelodyConfig) -> tuple[list[Rule], dict[str, int]]:
+    """Rules for HF ``MusicgenMelodyForCausalLM`` weights under ``decoder.``, mapped into our ``decoder`` tree."""
+    d = ("decoder",)
+    rules = [
+        Rule("decoder.model.decoder.embed_tokens.{codebook}.weight", (*d, "embed"), stack=(("codebook", 0),)),
+        Rule("decoder.lm_heads.{codebook}.weight", (*d, "lm_heads"), linear(), stack=(("codebook", 0),)),
+        Rule("decoder.model.decoder.layer_norm.weight", (*d, "final_norm", "scale")),
+        Rule("decoder.model.decoder.layer_norm.bias", (*d, "final_norm", "bias")),
+        Rule(_LAYER + "self_attn_layer_norm.weight", (*d, "layers", "attn_norm", "scale"), stack=_LAYERS),
+        Rule(_LAYER + "self_attn_layer_norm.bias", (*d, "layers", "attn_norm", "bias"), stack=_LAYERS),
+        Rule(_LAYER + "final_layer_norm.weight", (*d, "layers", "mlp_norm", "scale"), stack=_LAYERS),
+        Rule(_LAYER + "final_layer_norm.bias", (*d, "layers", "mlp_norm", "bias"), stack=_LAYERS),
+        Rule(_LAYER + "self_attn.out_proj.weight", (*d, "layers", "attn", "out"), linear(n_in=2), stack=_LAYERS),
+        Rule(_LAYER + "fc1.weight", (*d, "layers", "mlp", "up"), linear(), stack=_LAYERS),
+        Rule(_LAYER + "fc2.weight", (*d, "layers", "mlp", "down"), linear(), stack=_LAYERS),
+    ]
+    # q, k and v fill one fused kernel (D, 3, N, H); the qkv index is stacked at axis 1 of each layer's piece.
+    for slot, name in enumerate(("q_proj", "k_proj", "v_proj")):
+        rules.append(
+            Rule(
+                _LAYER + f"self_attn.{name}.weight",
+                (*d, "layers", "attn", "qkv"),
+                linear(),
+                stack=(("layer", 0), ("qkv", 1)),
+                fixed=(("qkv", slot),),
+            )
+        )
+    if config.has_text_projection:
+        rules += [
+            Rule("enc_to_dec_proj.weight", ("text_proj", "kernel"), linear()),
+            Rule("enc_to_dec_proj.bias", ("text_proj", "bias")),
+        ]
+    if config.has_chroma_projection:
+        rules += [
+            Rule("audio_enc_to_dec_proj.weight", ("chroma_proj", "kernel"), linear()),
+            Rule("audio_enc_to_dec_proj.bias", ("chroma_proj", "bias")),
+        ]
+    sizes = {"layer": config.decoder.num_hidden_layers, "codebook": config.decoder.num_codebooks, "qkv": 3}
+    return rules, sizes

@@ -1,0 +1,194 @@
+"""The strict conversion engine: a table of rules, small named transforms, and one function that applies them.
+
+A :class:`Rule` maps one HF tensor name pattern (``"...layers.{layer}.fc1.weight"``) to one leaf of our parameter
+tree, through a transform. Several source tensors may fill one leaf: each placeholder (and each ``fixed`` index,
+e.g. ``{"qkv": 0}`` for the query of a fused QKV kernel) names a stacking axis of that leaf, listed in ``stack``
+outermost first. The engine is strict:
+
+- every source tensor matches exactly one rule, or the error names it as unmapped;
+- every piece of every leaf is present, or the error names the missing HF key;
+- a tensor seen twice is an error, unless its rule says ``tied`` (HF saves T5's ``shared`` and ``embed_tokens``
+  both), in which case the copies must be equal;
+- every source shape is checked against the shape our module expects, and the error names key and both shapes;
+- the result has exactly the leaves (and shapes) of the module's abstract parameter tree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from convert.reader import CheckpointError
+
+
+@dataclasses.dataclass(frozen=True)
+class Transform:
+    """A named array transform with the inverse map on shapes (for error messages and checks)."""
+
+    name: str
+    apply: Callable[[np.ndarray, tuple[int, ...]], np.ndarray]  # (source, piece shape) -> piece
+    source_shape: Callable[[tuple[int, ...]], tuple[int, ...]]  # piece shape -> expected source shape
+
+
+IDENTITY = Transform("identity", lambda x, shape: x, lambda shape: tuple(shape))
+
+
+def linear(n_in: int = 1) -> Transform:
+    """torch ``nn.Linear.weight`` ``(out, in)`` -> kernel ``(*in_dims, *out_dims)``; the first ``n_in`` axes of the
+    kernel are the input features (e.g. ``(D,) -> (N, H)`` for a query projection, ``(N, H) -> (D,)`` for the output
+    projection)."""
+
+    def source_shape(shape):
+        return (math.prod(shape[n_in:]), math.prod(shape[:n_in]))
+
+    return Transform(f"linear(n_in={n_in})", lambda x, shape: x.T.reshape(shape), source_shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """HF tensor pattern ``src`` -> our leaf ``dst`` (a path), through ``transform``.
+
+    ``stack`` lists ``(index_name, axis)`` pairs, outermost first: the leaf is built by stacking pieces along
+    ``axis`` for each index (the innermost first). Index values come from the ``{name}`` placeholders in ``src``
+    and from ``fixed``.
+    """
+
+    src: str
+    dst: tuple[str, ...]
+    transform: Transform = IDENTITY
+    stack: tuple[tuple[str, int], ...] = ()
+    fixed: tuple[tuple[str, int], ...] = ()
+    tied: bool = False
+
+    def regex(self) -> re.Pattern:
+        parts = re.split(r"\{(\w+)\}", self.src)
+        pattern = "".join(re.escape(p) if i % 2 == 0 else rf"(?P<{p}>\d+)" for i, p in enumerate(parts))
+        return re.compile(pattern)
+
+    def key_for(self, index: Mapping[str, int]) -> str:
+        return self.src.format(**index)
+
+
+def _tree_get(tree: Mapping, path: Sequence[str]):
+    for p in path:
+        tree = tree[p]
+    return tree
+
+
+def _tree_set(tree: dict, path: Sequence[str], value) -> None:
+    for p in path[:-1]:
+        tree = tree.setdefault(p, {})
+    tree[path[-1]] = value
+
+
+def _leaves(tree: Mapping, prefix=()) -> dict[tuple[str, ...], object]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(_leaves(value, (*prefix, key)))
+        else:
+            out[(*prefix, key)] = value
+    return out
+
+
+def convert(
+    tensors: Mapping[str, np.ndarray],
+    rules: Sequence[Rule],
+    sizes: Mapping[str, int],
+    abstract: Mapping,
+    source: str = "checkpoint",
+) -> dict:
+    """Builds our parameter tree from HF ``tensors`` by ``rules``; strict as described in the module docstring.
+
+    Args:
+      tensors: HF name -> array (only the names this table is responsible for).
+      rules: the table.
+      sizes: how many values each stacking index takes (e.g. ``{"layer": 24, "qkv": 3}``).
+      abstract: the module's parameter tree of ``jax.ShapeDtypeStruct`` (from ``jax.eval_shape``): the target.
+      source: where the tensors came from, for error messages.
+
+    Returns:
+      A nested dict of numpy arrays with exactly the leaves and shapes of ``abstract`` (source dtype kept).
+    """
+    compiled = [(rule, rule.regex()) for rule in rules]
+    pieces: dict[tuple[str, ...], dict[tuple[int, ...], tuple[str, np.ndarray]]] = {}
+    rules_by_dst: dict[tuple[str, ...], list[Rule]] = {}
+    for rule in rules:
+        rules_by_dst.setdefault(rule.dst, []).append(rule)
+
+    for key in tensors:
+        matches = [(rule, m) for rule, rx in compiled if (m := rx.fullmatch(key))]
+        if not matches:
+            raise CheckpointError(f"{source}: unexpected tensor {key!r} (no conversion rule maps it)")
+        if len(matches) > 1:
+            raise AssertionError(f"conversion table is ambiguous for {key!r}: {[r.src for r, _ in matches]}")
+        rule, match = matches[0]
+        index = {name: int(value) for name, value in match.groupdict().items()}
+        index.update(dict(rule.fixed))
+        for name, value in index.items():
+            if value >= sizes[name]:
+                raise CheckpointError(
+                    f"{source}: unexpected tensor {key!r} ({name} {value} is out of range; the config has {sizes[name]})"
+                )
+        order = tuple(index[name] for name, _ in rule.stack)
+        slot = pieces.setdefault(rule.dst, {})
+        if order in slot:
+            first_key, first = slot[order]
+            if not rule.tied:
+                raise CheckpointError(f"{source}: tensor {key!r} maps to the same parameter as {first_key!r}")
+            if first.shape != tensors[key].shape or not np.array_equal(first, tensors[key]):
+                raise CheckpointError(f"{source}: tied tensors {first_key!r} and {key!r} differ")
+            continue
+        slot[order] = (key, tensors[key])
+
+    expected = _leaves(abstract)
+    out: dict = {}
+    for dst, struct in expected.items():
+        if dst not in rules_by_dst:
+            raise AssertionError(f"conversion table has no rule for parameter {'/'.join(dst)}")
+        dst_rules = rules_by_dst[dst]
+        stack = dst_rules[0].stack
+        # Shape of one piece: the leaf's shape without its stacking axes (removed outermost first).
+        piece_shape = list(struct.shape)
+        for _, axis in stack:
+            del piece_shape[axis]
+        piece_shape = tuple(piece_shape)
+        got = pieces.get(dst, {})
+        arrays = {}
+        for order in itertools.product(*(range(sizes[name]) for name, _ in stack)):
+            index = dict(zip((name for name, _ in stack), order))
+            if order not in got:
+                # Name the HF key that would have supplied this piece (prefer a non-tied spelling).
+                candidates = [
+                    r for r in dst_rules if all(index.get(n) == v for n, v in r.fixed)
+                ] or dst_rules
+                candidates.sort(key=lambda r: r.tied)
+                free = {k: v for k, v in index.items() if k not in dict(candidates[0].fixed)}
+                raise CheckpointError(f"{source}: missing tensor {candidates[0].key_for(free)!r}")
+            key, array = got[order]
+            rule = next(r for r in dst_rules if r.regex().fullmatch(key))
+            want = rule.transform.source_shape(piece_shape)
+            if tuple(array.shape) != tuple(want):
+                raise CheckpointError(
+                    f"{source}: tensor {key!r} has shape {tuple(array.shape)}, expected {tuple(want)}"
+                )
+            arrays[order] = np.asarray(rule.transform.apply(array, piece_shape))
+        _tree_set(out, dst, _assemble(arrays, stack, sizes))
+    return out
+
+
+def _assemble(arrays: Mapping[tuple[int, ...], np.ndarray], stack, sizes) -> np.ndarray:
+    """Stacks pieces keyed by index tuples; the innermost index first."""
+    if not stack:
+        return arrays[()]
+    (name, axis), rest = stack[0], stack[1:]
+    parts = []
+    for i in range(sizes[name]):
+        sub = {order[1:]: a for order, a in arrays.items() if order[0] == i}
+        parts.append(_assemble(sub, rest, sizes))
+    return np.stack(parts, axis=axis)

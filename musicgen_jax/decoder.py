@@ -1,0 +1,182 @@
+"""The MusicGen decoder: a causal transformer over K parallel EnCodec codebook streams, with a conditioning prefix.
+
+Einsum letters: B batch, T target (query) length, S source (key) length, P prefix length, N heads, H head dim,
+D model dim, F ffn dim, K codebooks, V vocab (logits), L layers.
+
+Layout of the parameter tree (what ``convert/decoder.py`` writes):
+  embed            (K, V+1, D)   one embedding table per codebook; row V is the BOS/pad token
+  layers/attn_norm {scale, bias} (L, D)
+  layers/attn/qkv  (L, D, 3, N, H)  fused query/key/value projections (bias-free)
+  layers/attn/out  (L, N, H, D)
+  layers/mlp_norm  {scale, bias} (L, D)
+  layers/mlp/up    (L, D, F)
+  layers/mlp/down  (L, F, D)
+  final_norm       {scale, bias} (D,)
+  lm_heads         (K, D, V)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from musicgen_jax.config import DecoderConfig
+from musicgen_jax.layers import activation, layer_norm
+
+_init = nn.initializers.normal(0.02)
+
+
+class KVCache(NamedTuple):
+    """Preallocated keys and values of every layer: ``k``, ``v`` ``(L, B, S, N, H)``; ``S`` is the capacity."""
+
+    k: jax.Array
+    v: jax.Array
+
+    @classmethod
+    def zeros(cls, config: DecoderConfig, batch: int, capacity: int, dtype=jnp.float32) -> KVCache:
+        shape = (config.num_hidden_layers, batch, capacity, config.num_attention_heads, config.head_dim)
+        return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+
+
+def sinusoidal_positions(positions_T: jax.Array, dim: int) -> jax.Array:
+    """HF's MusicGen sinusoids: ``[cos(p w), sin(p w)]`` (cos half first), ``w_i = 10000^(-i / (dim/2 - 1))``.
+
+    ``positions_T`` int ``(T,)`` -> float32 ``(T, dim)``; an odd ``dim`` gets a zero last column, as in HF.
+    """
+    half = dim // 2
+    scale = math.log(10000) / (half - 1)
+    freqs = jnp.exp(jnp.arange(half, dtype=jnp.float32) * -scale)
+    angles_TH = positions_T.astype(jnp.float32)[:, None] * freqs[None, :]
+    emb = jnp.concatenate([jnp.cos(angles_TH), jnp.sin(angles_TH)], axis=1)
+    if dim % 2 == 1:
+        emb = jnp.pad(emb, ((0, 0), (0, 1)))
+    return emb
+
+
+class Attention(nn.Module):
+    """Causal self-attention with bias-free fused QKV, writing into an optional preallocated KV cache."""
+
+    config: DecoderConfig
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x_BTD, mask_BTS, cache_k_BSNH=None, cache_v_BSNH=None, cache_index=None):
+        cfg = self.config
+        D, N, H = cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim
+        qkv = self.param("qkv", _init, (D, 3, N, H))
+        out = self.param("out", _init, (N, H, D))
+        q_BTNH, k_BTNH, v_BTNH = jnp.einsum("BTD,DCNH->CBTNH", x_BTD, qkv.astype(x_BTD.dtype))
+        if cache_k_BSNH is not None:
+            k_BSNH = jax.lax.dynamic_update_slice(cache_k_BSNH, k_BTNH.astype(cache_k_BSNH.dtype), (0, cache_index, 0, 0))
+            v_BSNH = jax.lax.dynamic_update_slice(cache_v_BSNH, v_BTNH.astype(cache_v_BSNH.dtype), (0, cache_index, 0, 0))
+        else:
+            k_BSNH, v_BSNH = k_BTNH, v_BTNH
+        scores_BNTS = jnp.einsum("BTNH,BSNH->BNTS", q_BTNH, k_BSNH.astype(q_BTNH.dtype)) * (H**-0.5)
+        scores_BNTS = jnp.where(mask_BTS[:, None], scores_BNTS.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+        probs_BNTS = jax.nn.softmax(scores_BNTS, axis=-1).astype(x_BTD.dtype)
+        probs_BNTS = nn.Dropout(cfg.attention_dropout)(probs_BNTS, deterministic=self.deterministic)
+        attn_BTNH = jnp.einsum("BNTS,BSNH->BTNH", probs_BNTS, v_BSNH.astype(x_BTD.dtype))
+        y_BTD = jnp.einsum("BTNH,NHD->BTD", attn_BTNH, out.astype(x_BTD.dtype))
+        if cache_k_BSNH is None:
+            return y_BTD, None, None
+        return y_BTD, k_BSNH, v_BSNH
+
+
+class MLP(nn.Module):
+    config: DecoderConfig
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x_BTD):
+        cfg = self.config
+        up = self.param("up", _init, (cfg.hidden_size, cfg.ffn_dim))
+        down = self.param("down", _init, (cfg.ffn_dim, cfg.hidden_size))
+        h_BTF = activation(cfg.activation_function)(jnp.einsum("BTD,DF->BTF", x_BTD, up.astype(x_BTD.dtype)))
+        h_BTF = nn.Dropout(cfg.activation_dropout)(h_BTF, deterministic=self.deterministic)
+        return jnp.einsum("BTF,FD->BTD", h_BTF, down.astype(x_BTD.dtype))
+
+
+class DecoderLayer(nn.Module):
+    """Pre-LayerNorm block: ``x + attn(ln(x))``, then ``x + mlp(ln(x))``. Scanned over layers by :class:`Decoder`."""
+
+    config: DecoderConfig
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x_BTD, cache_layer, mask_BTS, cache_index):
+        cfg = self.config
+        cache_k, cache_v = cache_layer if cache_layer is not None else (None, None)
+        with jax.named_scope("attn"):
+            h = layer_norm("attn_norm")(x_BTD)
+            h, new_k, new_v = Attention(cfg, self.deterministic, name="attn")(h, mask_BTS, cache_k, cache_v, cache_index)
+            x_BTD = x_BTD + nn.Dropout(cfg.dropout)(h, deterministic=self.deterministic)
+        with jax.named_scope("mlp"):
+            h = layer_norm("mlp_norm")(x_BTD)
+            h = MLP(cfg, self.deterministic, name="mlp")(h)
+            x_BTD = x_BTD + nn.Dropout(cfg.dropout)(h, deterministic=self.deterministic)
+        return x_BTD, (None if new_k is None else (new_k, new_v))
+
+
+class Decoder(nn.Module):
+    """Token embeddings (summed over codebooks) behind a conditioning prefix, L scanned layers, K LM heads.
+
+    Call with:
+      input_ids_BKT: int ``(B, K, T)`` codes in ``[0, V]`` (``V`` is BOS/pad).
+      prefix_BPD: optional float ``(B, P, D)`` conditioning states placed in front of the embedded tokens.
+      cache: optional :class:`KVCache`; the new positions are written at ``cache_index``.
+      cache_index: int scalar, how many positions the cache already holds (0 without a cache).
+      key_mask_BS: optional bool ``(B, S)`` (S = P + T without a cache, the capacity with one): False for keys that
+        must not be attended to (HF's ``decoder_attention_mask``, with ones for the prefix).
+
+    Returns ``(logits_BKTV, cache)``, where the logits cover the prefix positions too (``T' = P + T``), as in HF.
+    """
+
+    config: DecoderConfig
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, input_ids_BKT, prefix_BPD=None, cache: KVCache | None = None, cache_index=0, key_mask_BS=None):
+        cfg = self.config
+        K, V, D = cfg.num_codebooks, cfg.vocab_size, cfg.hidden_size
+        embed = self.param("embed", _init, (K, V + 1, D))
+        x_BKTD = embed[jnp.arange(K)[None, :, None], input_ids_BKT]
+        x_BTD = jnp.sum(x_BKTD, axis=1)
+        if prefix_BPD is not None:
+            x_BTD = jnp.concatenate([prefix_BPD.astype(x_BTD.dtype), x_BTD], axis=1)
+        B, T = x_BTD.shape[:2]
+
+        positions_T = cache_index + jnp.arange(T)
+        x_BTD = x_BTD + sinusoidal_positions(positions_T, D).astype(x_BTD.dtype)
+        x_BTD = nn.Dropout(cfg.dropout)(x_BTD, deterministic=self.deterministic)
+
+        S = T if cache is None else cache.k.shape[2]
+        mask_BTS = (jnp.arange(S)[None, :] <= positions_T[:, None])[None]
+        if key_mask_BS is not None:
+            mask_BTS = mask_BTS & key_mask_BS.astype(bool)[:, None, :]
+        mask_BTS = jnp.broadcast_to(mask_BTS, (B, T, S))
+
+        layers = nn.scan(
+            DecoderLayer,
+            variable_axes={"params": 0},
+            split_rngs={"params": True, "dropout": True},
+            in_axes=(0, nn.broadcast, nn.broadcast),
+            length=cfg.num_hidden_layers,
+        )(cfg, self.deterministic, name="layers")
+        cache_layers = None if cache is None else (cache.k, cache.v)
+        x_BTD, new_cache = layers(x_BTD, cache_layers, mask_BTS, cache_index)
+
+        x_BTD = layer_norm("final_norm")(x_BTD)
+        lm_heads = self.param("lm_heads", _init, (K, D, V))
+        logits_BKTV = jnp.einsum("BTD,KDV->BKTV", x_BTD, lm_heads.astype(x_BTD.dtype))
+        return logits_BKTV, (None if new_cache is None else KVCache(*new_cache))
+
+
+def abstract_params(config: DecoderConfig) -> Any:
+    """The decoder's parameter tree as ``jax.ShapeDtypeStruct`` leaves (float32), without allocating it."""
+    ids = jnp.zeros((1, config.num_codebooks, 1), jnp.int32)
+    shapes = jax.eval_shape(lambda: Decoder(config).init(jax.random.PRNGKey(0), ids))
+    return shapes["params"]

@@ -1,0 +1,59 @@
+"""Tiny random HF checkpoints for parity tests, built with transformers inside the test (no Hub access).
+
+Every builder saves with ``save_pretrained`` into a directory and returns it; our loaders then read those files.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+TINY_T5 = dict(vocab_size=64, d_model=16, d_kv=4, d_ff=24, num_layers=2, num_heads=3, relative_attention_num_buckets=8,
+               relative_attention_max_distance=16)
+TINY_ENCODEC = dict(hidden_size=8, num_filters=4, codebook_size=16, codebook_dim=8, upsampling_ratios=[2, 2],
+                    num_lstm_layers=1, target_bandwidths=[2.2], sampling_rate=32000, use_causal_conv=False,
+                    use_conv_shortcut=False, norm_type="weight_norm")
+TINY_DECODER = dict(vocab_size=16, hidden_size=12, num_hidden_layers=2, num_attention_heads=3, ffn_dim=20,
+                    num_codebooks=4)
+
+
+def hf_melody_config(text=None, audio=None, decoder=None, **top):
+    """A transformers ``MusicgenMelodyConfig`` from tiny defaults, each part overridable by a dict."""
+    from transformers import EncodecConfig, MusicgenMelodyConfig, MusicgenMelodyDecoderConfig, T5Config
+
+    dec = {**TINY_DECODER, **(decoder or {})}
+    dec.setdefault("pad_token_id", dec["vocab_size"])
+    dec.setdefault("bos_token_id", dec["vocab_size"])
+    return MusicgenMelodyConfig(
+        text_encoder=T5Config(**{**TINY_T5, **(text or {})}).to_dict(),
+        audio_encoder=EncodecConfig(**{**TINY_ENCODEC, **(audio or {})}).to_dict(),
+        decoder=MusicgenMelodyDecoderConfig(**dec).to_dict(),
+        **top,
+    )
+
+
+def save_hf_melody(path, seed: int = 0, max_shard_size=None, safe_serialization: bool = True, **config_parts):
+    """Builds a random HF ``MusicgenMelodyForConditionalGeneration``, saves it to ``path``; returns (path, model)."""
+    import torch
+    from transformers import MusicgenMelodyForConditionalGeneration
+
+    torch.manual_seed(seed)
+    model = MusicgenMelodyForConditionalGeneration(hf_melody_config(**config_parts)).eval()
+    # Random init leaves LayerNorm at (1, 0); perturb every parameter so a swapped or ignored tensor shows.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    kwargs = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
+    model.save_pretrained(os.fspath(path), safe_serialization=safe_serialization, **kwargs)
+    return os.fspath(path), model
+
+
+def report(name: str, ours, ref) -> float:
+    """Prints and returns the max abs error between two arrays (relative to the reference's scale in the print)."""
+    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+    assert ours.shape == ref.shape, f"{name}: shape {ours.shape} != reference {ref.shape}"
+    err = float(np.max(np.abs(ours - ref))) if ref.size else 0.0
+    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+    print(f"[parity] {name}: max abs err {err:.3e} (ref max abs {scale:.3e}, rel {err / max(scale, 1e-30):.3e})")
+    return err
