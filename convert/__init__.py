@@ -79,4 +79,12 @@ def convert_checkpoint(path: str | os.PathLike, parts: tuple[str, ...] | None = 
     return config, convert_tensors(tensors, config, source=getattr(tensors, "path", os.fspath(path)), parts=parts)
 
 
-__all__ = ["CheckpointError", "Component", "Rule", "convert", "convert_checkpoint", "convert_tensors", "read_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "Component",
+    "Rule",
+    "convert",
+    "convert_checkpoint",
+    "convert_tensors",
+    "read_checkpoint",
+]

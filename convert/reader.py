@@ -103,8 +103,10 @@ class ShardedCheckpoint(Mapping):
             for name in tensors:
                 owner = self._weight_map.get(name)
                 if owner is None:
-                    raise CheckpointError(f"{os.path.join(os.path.dirname(index_path), file)}: tensor {name!r} is "
-                                          f"not in the index {index_path}")
+                    raise CheckpointError(
+                        f"{os.path.join(os.path.dirname(index_path), file)}: tensor {name!r} is "
+                        f"not in the index {index_path}"
+                    )
                 if owner != file:
                     raise CheckpointError(f"tensor {name!r} appears in both {owner} and {file}")
 
@@ -145,7 +147,10 @@ def _torch_load(path: str) -> dict[str, np.ndarray]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # torch raises many kinds; the one-line message is what the user needs
-        raise CheckpointError(f"{path}: torch.load(weights_only=True) refused the file ({type(e).__name__}: {e})")
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(
+            f"{path}: torch.load(weights_only=True) refused the file ({type(e).__name__}: {first_line})"
+        ) from None
     out = {}
     for name, tensor in state.items():
         if not isinstance(tensor, torch.Tensor):

@@ -133,7 +133,8 @@ def convert(
         for name, value in index.items():
             if value >= sizes[name]:
                 raise CheckpointError(
-                    f"{source}: unexpected tensor {key!r} ({name} {value} is out of range; the config has {sizes[name]})"
+                    f"{source}: unexpected tensor {key!r} ({name} {value} is out of range; "
+                    f"the config has {sizes[name]})"
                 )
         order = tuple(index[name] for name, _ in rule.stack)
         slot = pieces.setdefault(rule.dst, {})
@@ -161,12 +162,10 @@ def convert(
         got = pieces.get(dst, {})
         arrays = {}
         for order in itertools.product(*(range(sizes[name]) for name, _ in stack)):
-            index = dict(zip((name for name, _ in stack), order))
+            index = dict(zip((name for name, _ in stack), order, strict=True))
             if order not in got:
                 # Name the HF key that would have supplied this piece (prefer a non-tied spelling).
-                candidates = [
-                    r for r in dst_rules if all(index.get(n) == v for n, v in r.fixed)
-                ] or dst_rules
+                candidates = [r for r in dst_rules if all(index.get(n) == v for n, v in r.fixed)] or dst_rules
                 candidates.sort(key=lambda r: r.tied)
                 free = {k: v for k, v in index.items() if k not in dict(candidates[0].fixed)}
                 raise CheckpointError(f"{source}: missing tensor {candidates[0].key_for(free)!r}")

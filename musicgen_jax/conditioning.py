@@ -19,10 +19,16 @@ def abstract_params(config: MusicgenMelodyConfig) -> dict:
     tree = {}
     if config.has_text_projection:
         E = config.text_encoder.d_model
-        tree["text_proj"] = {"kernel": jax.ShapeDtypeStruct((E, D), jnp.float32), "bias": jax.ShapeDtypeStruct((D,), jnp.float32)}
+        tree["text_proj"] = {
+            "kernel": jax.ShapeDtypeStruct((E, D), jnp.float32),
+            "bias": jax.ShapeDtypeStruct((D,), jnp.float32),
+        }
     if config.has_chroma_projection:
         C = config.num_chroma
-        tree["chroma_proj"] = {"kernel": jax.ShapeDtypeStruct((C, D), jnp.float32), "bias": jax.ShapeDtypeStruct((D,), jnp.float32)}
+        tree["chroma_proj"] = {
+            "kernel": jax.ShapeDtypeStruct((C, D), jnp.float32),
+            "bias": jax.ShapeDtypeStruct((D,), jnp.float32),
+        }
     return tree
 
 
@@ -35,7 +41,9 @@ def project_text(params: dict, config: MusicgenMelodyConfig, text_BSE, attention
     """T5 states -> decoder width (when sizes differ), then zeroed at padded positions, as HF's forward does."""
     if config.has_text_projection:
         p = params["text_proj"]
-        text_BSE = jnp.einsum("BSE,ED->BSD", text_BSE, p["kernel"].astype(text_BSE.dtype)) + p["bias"].astype(text_BSE.dtype)
+        text_BSE = jnp.einsum("BSE,ED->BSD", text_BSE, p["kernel"].astype(text_BSE.dtype)) + p["bias"].astype(
+            text_BSE.dtype
+        )
     if attention_mask_BS is not None:
         text_BSE = text_BSE * attention_mask_BS[..., None].astype(text_BSE.dtype)
     return text_BSE

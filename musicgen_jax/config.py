@@ -50,7 +50,9 @@ def _read_fields(cls, data: Mapping[str, Any], where: str, *, ignore: frozenset 
         elif key in ignore or key in _BOOKKEEPING:
             continue
         else:
-            raise ConfigError(f"{where}: unknown config field {key!r} (= {value!r}); musicgen-jax does not implement it")
+            raise ConfigError(
+                f"{where}: unknown config field {key!r} (= {value!r}); musicgen-jax does not implement it"
+            )
     if kwargs.get("pruned_heads"):
         raise ConfigError(f"{where}: pruned_heads={kwargs['pruned_heads']!r} is not supported")
     return kwargs
@@ -220,9 +222,14 @@ class EncodecConfig:
         return math.ceil(self.sampling_rate / self.hop_length)
 
     @property
+    def codebook_nbits(self) -> int:
+        return math.ceil(math.log2(self.codebook_size))
+
+    @property
     def num_quantizers(self) -> int:
-        # HF EncodecConfig.num_quantizers: enough codebooks for the largest bandwidth.
-        return int(1000 * self.target_bandwidths[-1] // (self.frame_rate * 10))
+        # HF EncodecConfig.num_quantizers: enough codebooks for the last (largest) bandwidth. Tiny test configs can
+        # give 0; HF then builds a quantizer without codebooks, and so do we (such a codec can only decode nothing).
+        return int(1000 * self.target_bandwidths[-1] // (self.frame_rate * self.codebook_nbits))
 
     @property
     def chunk_length(self) -> int | None:
@@ -248,6 +255,31 @@ class EncodecConfig:
             f"norm_type {self.norm_type!r} is not supported (weight_norm, time_group_norm)",
         )
         _require(self.pad_mode in ("reflect", "constant"), where, f"pad_mode {self.pad_mode!r} is not supported")
+        # HF EncodecModel.__init__ raises for these; EncodecConvTranspose1d for the trim ratio.
+        _require(
+            self.codebook_size > 0 and self.codebook_size & (self.codebook_size - 1) == 0,
+            where,
+            f"codebook_size must be a power of 2, got {self.codebook_size}",
+        )
+        _require(
+            self.use_causal_conv or self.trim_right_ratio == 1.0,
+            where,
+            f"trim_right_ratio={self.trim_right_ratio} needs use_causal_conv=True (HF refuses it too)",
+        )
+        # HF's quantizer multiplies hidden_size-wide encoder outputs by codebook_dim-wide codewords.
+        _require(
+            self.codebook_dim == self.hidden_size,
+            where,
+            f"codebook_dim {self.codebook_dim} must equal hidden_size {self.hidden_size}",
+        )
+        # Chunked encoding (the 48 kHz EnCodec) returns codes per overlapping chunk and overlap-adds the decoded
+        # chunks; MusicGen's 32 kHz codec never chunks, and musicgen-jax does not implement it.
+        _require(
+            self.chunk_length_s is None,
+            where,
+            f"chunk_length_s={self.chunk_length_s} (chunked encoding with overlap) is not supported; only "
+            "chunk_length_s=None (the whole input in one frame, as in MusicGen's 32 kHz codec)",
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -71,8 +71,12 @@ class Attention(nn.Module):
         out = self.param("out", _init, (N, H, D))
         q_BTNH, k_BTNH, v_BTNH = jnp.einsum("BTD,DCNH->CBTNH", x_BTD, qkv.astype(x_BTD.dtype))
         if cache_k_BSNH is not None:
-            k_BSNH = jax.lax.dynamic_update_slice(cache_k_BSNH, k_BTNH.astype(cache_k_BSNH.dtype), (0, cache_index, 0, 0))
-            v_BSNH = jax.lax.dynamic_update_slice(cache_v_BSNH, v_BTNH.astype(cache_v_BSNH.dtype), (0, cache_index, 0, 0))
+            k_BSNH = jax.lax.dynamic_update_slice(
+                cache_k_BSNH, k_BTNH.astype(cache_k_BSNH.dtype), (0, cache_index, 0, 0)
+            )
+            v_BSNH = jax.lax.dynamic_update_slice(
+                cache_v_BSNH, v_BTNH.astype(cache_v_BSNH.dtype), (0, cache_index, 0, 0)
+            )
         else:
             k_BSNH, v_BSNH = k_BTNH, v_BTNH
         scores_BNTS = jnp.einsum("BTNH,BSNH->BNTS", q_BTNH, k_BSNH.astype(q_BTNH.dtype)) * (H**-0.5)
@@ -112,7 +116,9 @@ class DecoderLayer(nn.Module):
         cache_k, cache_v = cache_layer if cache_layer is not None else (None, None)
         with jax.named_scope("attn"):
             h = layer_norm("attn_norm")(x_BTD)
-            h, new_k, new_v = Attention(cfg, self.deterministic, name="attn")(h, mask_BTS, cache_k, cache_v, cache_index)
+            h, new_k, new_v = Attention(cfg, self.deterministic, name="attn")(
+                h, mask_BTS, cache_k, cache_v, cache_index
+            )
             x_BTD = x_BTD + nn.Dropout(cfg.dropout)(h, deterministic=self.deterministic)
         with jax.named_scope("mlp"):
             h = layer_norm("mlp_norm")(x_BTD)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 
 
 def gelu_exact(x):
@@ -34,6 +34,8 @@ def activation(name: str):
     return _ACTIVATIONS[name]
 
 
-def layer_norm(name: str, epsilon: float = 1e-5, dtype=jnp.float32) -> nn.LayerNorm:
-    """``torch.nn.LayerNorm`` semantics: two-pass variance (mean of squared deviations), eps 1e-5 by default."""
+def layer_norm(name: str, epsilon: float = 1e-5, dtype=None) -> nn.LayerNorm:
+    """``torch.nn.LayerNorm`` semantics: two-pass variance (mean of squared deviations), eps 1e-5 by default.
+
+    Statistics are computed in float32 (flax upcasts); the output takes the input/parameter dtype."""
     return nn.LayerNorm(epsilon=epsilon, use_fast_variance=False, dtype=dtype, name=name)

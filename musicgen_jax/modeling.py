@@ -69,7 +69,9 @@ class MusicgenMelodyOutput:
 
 @functools.partial(jax.jit, static_argnames=("config",))
 def _decoder_logits(params, config: MusicgenMelodyConfig, input_ids_BKT, prefix_BPD, key_mask_BS):
-    logits_BKTV, _ = Decoder(config.decoder).apply({"params": params["decoder"]}, input_ids_BKT, prefix_BPD, key_mask_BS=key_mask_BS)
+    logits_BKTV, _ = Decoder(config.decoder).apply(
+        {"params": params["decoder"]}, input_ids_BKT, prefix_BPD, key_mask_BS=key_mask_BS
+    )
     return logits_BKTV
 
 
@@ -98,7 +100,9 @@ class MusicgenMelodyForConditionalGeneration:
         return jax.tree_util.tree_leaves(self.params["decoder"])[0].dtype
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, dtype: Any = jnp.float32) -> MusicgenMelodyForConditionalGeneration:
+    def from_pretrained(
+        cls, path: str | os.PathLike, dtype: Any = jnp.float32
+    ) -> MusicgenMelodyForConditionalGeneration:
         """Loads a local HF checkpoint directory (``config.json`` + safetensors, sharded or not, or a .bin).
 
         ``dtype``: ``jnp.float32`` (default), ``jnp.bfloat16``, ``"float32"``/``"bfloat16"``, or ``"auto"`` to keep
@@ -121,13 +125,16 @@ class MusicgenMelodyForConditionalGeneration:
                 f"{cfg.num_codebooks}, got {ids.shape}"
             )
         if ids.size and (ids.min() < 0 or ids.max() > cfg.vocab_size):
-            raise ValueError(f"decoder_input_ids values must lie in [0, {cfg.vocab_size}], got [{ids.min()}, {ids.max()}]")
+            raise ValueError(
+                f"decoder_input_ids values must lie in [0, {cfg.vocab_size}], got [{ids.min()}, {ids.max()}]"
+            )
         batch = ids.shape[0] // cfg.num_codebooks
         if encoder_hidden_states is not None:
             shape = tuple(encoder_hidden_states.shape)
             if len(shape) != 3 or shape[0] != batch or shape[2] != cfg.hidden_size:
                 raise ValueError(
-                    f"encoder_hidden_states must have shape (batch={batch}, prefix_len, hidden_size={cfg.hidden_size}), "
+                    f"encoder_hidden_states must have shape (batch={batch}, prefix_len, "
+                    f"hidden_size={cfg.hidden_size}), "
                     f"got {shape}"
                 )
         if decoder_attention_mask is not None and tuple(np.shape(decoder_attention_mask)) != (batch, ids.shape[1]):
@@ -162,7 +169,8 @@ class MusicgenMelodyForConditionalGeneration:
         if decoder_attention_mask is not None:
             prefix_len = 0 if prefix is None else prefix.shape[1]
             key_mask = jnp.concatenate(
-                [jnp.ones((ids_BKT.shape[0], prefix_len), bool), jnp.asarray(decoder_attention_mask).astype(bool)], axis=1
+                [jnp.ones((ids_BKT.shape[0], prefix_len), bool), jnp.asarray(decoder_attention_mask).astype(bool)],
+                axis=1,
             )
         logits_BKTV = _decoder_logits(self.params, self.config, jnp.asarray(ids_BKT), prefix, key_mask)
         logits = logits_BKTV.reshape(-1, *logits_BKTV.shape[2:])

@@ -9,13 +9,32 @@ import os
 
 import numpy as np
 
-TINY_T5 = dict(vocab_size=64, d_model=16, d_kv=4, d_ff=24, num_layers=2, num_heads=3, relative_attention_num_buckets=8,
-               relative_attention_max_distance=16)
-TINY_ENCODEC = dict(hidden_size=8, num_filters=4, codebook_size=16, codebook_dim=8, upsampling_ratios=[2, 2],
-                    num_lstm_layers=1, target_bandwidths=[2.2], sampling_rate=32000, use_causal_conv=False,
-                    use_conv_shortcut=False, norm_type="weight_norm")
-TINY_DECODER = dict(vocab_size=16, hidden_size=12, num_hidden_layers=2, num_attention_heads=3, ffn_dim=20,
-                    num_codebooks=4)
+TINY_T5 = dict(
+    vocab_size=64,
+    d_model=16,
+    d_kv=4,
+    d_ff=24,
+    num_layers=2,
+    num_heads=3,
+    relative_attention_num_buckets=8,
+    relative_attention_max_distance=16,
+)
+TINY_ENCODEC = dict(
+    hidden_size=8,
+    num_filters=4,
+    codebook_size=16,
+    codebook_dim=8,
+    upsampling_ratios=[2, 2],
+    num_lstm_layers=1,
+    target_bandwidths=[2.2],
+    sampling_rate=32000,
+    use_causal_conv=False,
+    use_conv_shortcut=False,
+    norm_type="weight_norm",
+)
+TINY_DECODER = dict(
+    vocab_size=16, hidden_size=12, num_hidden_layers=2, num_attention_heads=3, ffn_dim=20, num_codebooks=4
+)
 
 
 def hf_melody_config(text=None, audio=None, decoder=None, **top):

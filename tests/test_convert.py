@@ -1,0 +1,169 @@
+"""Checkpoint reading (safetensors single/sharded, .bin) and the strict converter's failure paths."""
+
+import copy
+import json
+import os
+import sys
+
+import jax
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import save_file
+
+from convert import CheckpointError, convert_checkpoint, read_checkpoint
+from musicgen_jax import ConfigError, MusicgenMelodyForConditionalGeneration
+from tests.helpers import save_hf_melody
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return save_hf_melody(tmp_path_factory.mktemp("tiny"))
+
+
+def _copy_with(src_dir, dst_dir, mutate):
+    """A checkpoint dir like ``src_dir`` whose tensors went through ``mutate(dict) -> dict``."""
+    os.makedirs(dst_dir, exist_ok=True)
+    for name in ("config.json", "generation_config.json"):
+        with open(os.path.join(src_dir, name)) as f, open(os.path.join(dst_dir, name), "w") as g:
+            g.write(f.read())
+    tensors = {k: np.array(v) for k, v in read_checkpoint(src_dir).items()}
+    save_file(mutate(tensors), os.path.join(dst_dir, "model.safetensors"))
+    return dst_dir
+
+
+def _leaves(params):
+    return {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_leaves_with_path(params)}
+
+
+def test_reader_matches_torch_state_dict(tiny):
+    path, hf = tiny
+    tensors = read_checkpoint(path)
+    state = hf.state_dict()
+    for key in tensors:
+        np.testing.assert_array_equal(tensors[key], state[key].numpy(), err_msg=key)
+
+
+def test_decoder_layout(tiny):
+    path, hf = tiny
+    _, params = convert_checkpoint(path, parts=("decoder",))
+    dec = hf.decoder.model.decoder
+    q = dec.layers[1].self_attn.q_proj.weight.detach().numpy()  # (N*H, D)
+    got = params["decoder"]["layers"]["attn"]["qkv"][1, :, 0]  # (D, N, H)
+    np.testing.assert_array_equal(got.reshape(got.shape[0], -1), q.T)
+    np.testing.assert_array_equal(params["decoder"]["embed"][2], dec.embed_tokens[2].weight.detach().numpy())
+    assert params["text_proj"]["kernel"].shape == (16, 12)  # T5 width 16 -> decoder width 12
+    assert "chroma_proj" not in params  # num_chroma == hidden_size == 12: HF creates no projection either
+
+
+def test_chroma_projection_when_sizes_differ(tmp_path):
+    path, hf = save_hf_melody(tmp_path, decoder={"hidden_size": 20, "num_attention_heads": 4})
+    _, params = convert_checkpoint(path, parts=("decoder",))
+    np.testing.assert_array_equal(params["chroma_proj"]["kernel"], hf.audio_enc_to_dec_proj.weight.detach().numpy().T)
+    np.testing.assert_array_equal(params["chroma_proj"]["bias"], hf.audio_enc_to_dec_proj.bias.detach().numpy())
+
+
+def test_sharded_equals_single(tiny, tmp_path):
+    path, hf = tiny
+    hf.save_pretrained(tmp_path, max_shard_size="8KB")
+    assert os.path.exists(tmp_path / "model.safetensors.index.json")
+    assert len(json.load(open(tmp_path / "model.safetensors.index.json"))["weight_map"]) > 10
+    single = _leaves(MusicgenMelodyForConditionalGeneration.from_pretrained(path).params)
+    sharded = _leaves(MusicgenMelodyForConditionalGeneration.from_pretrained(tmp_path).params)
+    assert single.keys() == sharded.keys()
+    for k in single:
+        np.testing.assert_array_equal(single[k], sharded[k], err_msg=k)
+
+
+def test_pytorch_bin_through_weights_only_load(tiny, tmp_path):
+    path, hf = tiny
+    for name in ("config.json", "generation_config.json"):
+        (tmp_path / name).write_text(open(os.path.join(path, name)).read())
+    torch.save(hf.state_dict(), tmp_path / "pytorch_model.bin")
+    single = _leaves(MusicgenMelodyForConditionalGeneration.from_pretrained(path).params)
+    from_bin = _leaves(MusicgenMelodyForConditionalGeneration.from_pretrained(tmp_path).params)
+    for k in single:
+        np.testing.assert_array_equal(single[k], from_bin[k], err_msg=k)
+
+
+def test_pytorch_bin_without_torch_is_a_clear_error(tiny, tmp_path, monkeypatch):
+    torch.save({"a": torch.zeros(2)}, tmp_path / "pytorch_model.bin")
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(CheckpointError, match="needs torch"):
+        read_checkpoint(tmp_path)
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    torch.save({"a": torch.zeros(2), "evil": object()}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="weights_only"):
+        read_checkpoint(tmp_path)
+
+
+def test_missing_tensor_is_named(tiny, tmp_path):
+    key = "decoder.model.decoder.layers.1.self_attn.k_proj.weight"
+    bad = _copy_with(tiny[0], tmp_path, lambda t: {k: v for k, v in t.items() if k != key})
+    with pytest.raises(CheckpointError, match=f"missing tensor '{key}'"):
+        MusicgenMelodyForConditionalGeneration.from_pretrained(bad)
+
+
+def test_wrong_shape_names_key_and_shapes(tiny, tmp_path):
+    key = "decoder.model.decoder.layers.0.fc1.weight"
+    bad = _copy_with(tiny[0], tmp_path, lambda t: {**t, key: np.zeros((21, 12), np.float32)})
+    with pytest.raises(CheckpointError, match=rf"'{key}' has shape \(21, 12\), expected \(20, 12\)"):
+        MusicgenMelodyForConditionalGeneration.from_pretrained(bad)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "decoder.model.decoder.layers.0.self_attn.rotary.weight",  # no rule maps it
+        "decoder.model.decoder.layers.2.fc1.weight",  # layer index beyond num_hidden_layers
+        "decoder.lm_heads.4.weight",  # codebook index beyond num_codebooks
+        "something_else.weight",  # not part of any network part
+    ],
+)
+def test_unexpected_tensor_is_named(tiny, tmp_path, key):
+    bad = _copy_with(tiny[0], tmp_path, lambda t: {**t, key: np.zeros((20, 12), np.float32)})
+    with pytest.raises(CheckpointError, match=f"unexpected tensor '{key}'"):
+        MusicgenMelodyForConditionalGeneration.from_pretrained(bad)
+
+
+def test_shard_listed_twice_is_refused(tiny, tmp_path):
+    path, hf = tiny
+    hf.save_pretrained(tmp_path, max_shard_size="8KB")
+    index = json.load(open(tmp_path / "model.safetensors.index.json"))
+    key, file = next(iter(index["weight_map"].items()))
+    other = next(f for f in sorted(set(index["weight_map"].values())) if f != file)
+    index["weight_map"][key] = other
+    json.dump(index, open(tmp_path / "model.safetensors.index.json", "w"))
+    with pytest.raises(CheckpointError, match=f"'{key}'"):
+        read_checkpoint(tmp_path)
+
+
+def test_malformed_safetensors_names_file(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}......")
+    with pytest.raises(CheckpointError, match="model.safetensors: malformed safetensors header"):
+        read_checkpoint(tmp_path)
+
+
+def test_no_weights_is_a_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match="no weights found"):
+        read_checkpoint(tmp_path)
+
+
+def test_other_model_type_is_refused_on_load(tiny, tmp_path):
+    cfg = json.load(open(os.path.join(tiny[0], "config.json")))
+    cfg["model_type"] = "musicgen"
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="expected 'musicgen_melody'"):
+        MusicgenMelodyForConditionalGeneration.from_pretrained(tmp_path)
+
+
+def test_bfloat16_safetensors_are_read(tiny, tmp_path):
+    path, hf = tiny
+    copy.deepcopy(hf).to(torch.bfloat16).save_pretrained(tmp_path)
+    tensors = read_checkpoint(tmp_path)
+    key = "decoder.lm_heads.0.weight"
+    assert str(tensors[key].dtype) == "bfloat16"
+    ref = hf.decoder.lm_heads[0].weight.detach().to(torch.bfloat16).float().numpy()
+    np.testing.assert_array_equal(tensors[key].astype(np.float32), ref)
