@@ -26,7 +26,9 @@ TINY_ENCODEC = dict(
     codebook_dim=8,
     upsampling_ratios=[2, 2],
     num_lstm_layers=1,
-    target_bandwidths=[2.2],
+    # HF: num_quantizers = 1000 * bandwidth // (frame_rate * 10); 320 kbps at 8000 frames/s gives 4 codebooks,
+    # one per decoder codebook, like the 32 kHz model's 2.2 kbps at 50 frames/s.
+    target_bandwidths=[320.0],
     sampling_rate=32000,
     use_causal_conv=False,
     use_conv_shortcut=False,

@@ -1,0 +1,218 @@
+"""The generation loop: delay pattern, one jit-compiled prefill + ``lax.scan`` decode over a KV cache, CFG, sampling.
+
+Einsum letters: B batch (2B rows run through the decoder under classifier-free guidance), K codebooks,
+T sequence length of the code buffer (``max_length``), P conditioning prefix length, D model dim, V vocab.
+
+The whole autoregressive loop is one XLA program: the prefix and the prompt codes are prefilled into a
+preallocated cache in one forward pass, then each scan step feeds one code per codebook and samples the next.
+No Python runs per step. Only the delay pattern (a small integer table) is built on the host, exactly as HF does.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from musicgen_jax.config import DecoderConfig
+from musicgen_jax.decoder import Decoder, KVCache
+
+# ---------------------------------------------------------------------------------------------------------------
+# Delay pattern (host side, numpy): HF MusicgenMelodyForCausalLM.build_delay_pattern_mask / apply / revert.
+
+
+def build_delay_pattern(
+    input_ids_BKT: np.ndarray, pad_token_id: int, max_length: int, audio_channels: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """HF's delay pattern. Codebook k (mono) or codebook pair k (stereo: left/right interleaved) is shifted right
+    by k; BOS/pad fills the triangle in front, pad the triangle at the end.
+
+    Args:
+      input_ids_BKT: int ``(B, K, T)`` decoder input ids (starting with BOS).
+      pad_token_id: the BOS/pad id (``vocab_size``).
+      max_length: length of the full code buffer.
+      audio_channels: 1 or 2.
+
+    Returns:
+      ``(input_ids_BKS, pattern_BKT)``: the prompt positions already determined (``S`` = the first position that
+      must be generated, as HF computes it) and the pattern ``(B, K, max_length)``, where -1 marks positions to
+      generate and any other value is forced there.
+    """
+    B, K, T = input_ids_BKT.shape
+    shifted = np.full((B, K, max_length), -1, dtype=np.int64)
+    channel_codebooks = K // 2 if audio_channels == 2 else K
+    # HF returns the ids untouched (and an all -1 pattern) when max_length is too short for the delays.
+    if max_length < 2 * channel_codebooks - 1:
+        return input_ids_BKT, shifted
+    for c in range(channel_codebooks):
+        rows = [c] if audio_channels == 1 else [2 * c, 2 * c + 1]
+        for k in rows:
+            n = min(T, max_length - c)
+            shifted[:, k, c : c + n] = input_ids_BKT[:, k, :n]
+    j = np.arange(max_length)[None, :]
+    c = np.arange(channel_codebooks)[:, None]
+    delayed = (j >= c + max_length - channel_codebooks + 1) | (j <= c)  # triu (EOS pad) + tril (BOS pad)
+    if audio_channels == 2:
+        delayed = np.repeat(delayed, 2, axis=0)
+    pattern = np.where(delayed[None], pad_token_id, shifted)
+    first = pattern[:, 0, :]
+    starts = np.nonzero(first == -1)[1]
+    start = int(starts.min()) if starts.size else T  # HF falls back to the prompt length when nothing is left
+    return pattern[..., :start], pattern
+
+
+def apply_delay_pattern(ids_BKT, pattern_BKT):
+    """Keeps ids where the pattern is -1, forces the pattern's value elsewhere (HF ``apply_delay_pattern_mask``)."""
+    T = ids_BKT.shape[-1]
+    pattern = pattern_BKT[..., :T]
+    return (
+        jnp.where(pattern == -1, ids_BKT, pattern)
+        if isinstance(ids_BKT, jax.Array)
+        else np.where(pattern == -1, ids_BKT, pattern)
+    )
+
+
+def revert_delay_pattern(ids_BKT: np.ndarray, pad_token_id: int) -> np.ndarray:
+    """Drops every pad id and regroups per codebook, as HF's ``generate`` does: ``(B, K, frames)``."""
+    B, K, _ = ids_BKT.shape
+    kept = ids_BKT[ids_BKT != pad_token_id]
+    if kept.size % (B * K):
+        raise ValueError("generated codes do not regroup evenly per codebook (pad ids inside the prompt?)")
+    return kept.reshape(B, K, -1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Logits processing, in HF's order: classifier-free guidance, temperature, top-k, top-p.
+
+
+def guide(logits_2BV, guidance_scale):
+    """HF ``ClassifierFreeGuidanceLogitsProcessor``: rows ``[cond; uncond]`` -> ``uncond + s * (cond - uncond)``."""
+    cond, uncond = jnp.split(logits_2BV, 2, axis=0)
+    return uncond + (cond - uncond) * guidance_scale
+
+
+def top_k_filter(scores_NV, top_k: int):
+    """HF ``TopKLogitsWarper``: keep every score >= the k-th largest (ties kept), others -inf."""
+    top_k = min(top_k, scores_NV.shape[-1])
+    kth = jax.lax.top_k(scores_NV, top_k)[0][..., -1:]
+    return jnp.where(scores_NV < kth, -jnp.inf, scores_NV)
+
+
+def top_p_filter(scores_NV, top_p):
+    """HF ``TopPLogitsWarper``: sort ascending, drop tokens whose cumulative probability is <= 1 - top_p (keeping
+    at least the most likely one)."""
+    order = jnp.argsort(scores_NV, axis=-1)
+    sorted_scores = jnp.take_along_axis(scores_NV, order, axis=-1)
+    cumulative = jnp.cumsum(jax.nn.softmax(sorted_scores, axis=-1), axis=-1)
+    remove_sorted = (cumulative <= 1 - top_p).at[..., -1].set(False)
+    remove = jnp.take_along_axis(remove_sorted, jnp.argsort(order, axis=-1), axis=-1)
+    return jnp.where(remove, -jnp.inf, scores_NV)
+
+
+class SamplingParams(NamedTuple):
+    """Dynamic sampling knobs (changing them does not recompile)."""
+
+    temperature: jax.Array
+    top_p: jax.Array
+    guidance_scale: jax.Array
+
+
+def choose(logits_NV, params: SamplingParams, rng, *, do_sample: bool, top_k: int, use_top_p: bool):
+    """Next ids ``(N,)`` from processed float32 scores: argmax (greedy) or a categorical draw."""
+    scores = logits_NV.astype(jnp.float32)
+    if not do_sample:
+        return jnp.argmax(scores, axis=-1).astype(jnp.int32)
+    scores = scores / params.temperature
+    if top_k > 0:
+        scores = top_k_filter(scores, top_k)
+    if use_top_p:
+        scores = top_p_filter(scores, params.top_p)
+    return jax.random.categorical(rng, scores, axis=-1).astype(jnp.int32)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The compiled loop.
+
+
+class DecodeState(NamedTuple):
+    """The loop's carry: everything one step reads and writes."""
+
+    step: jax.Array  # int32 scalar: buffer position whose logits ``logits_BKV`` predict
+    tokens_BKT: jax.Array  # int32 (B, K, max_length): the code buffer in delayed layout
+    cache: KVCache  # keys/values of prefix + buffer positions < step
+    logits_BKV: jax.Array  # float32 (B', K, V) next-token logits (B' = 2B under CFG)
+    rng: jax.Array
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("config", "max_length", "do_sample", "top_k", "use_top_p", "use_cfg"),
+)
+def decode(
+    decoder_params,
+    prefix_BPD,
+    prompt_BKS,
+    pattern_BKT,
+    rng,
+    sampling: SamplingParams,
+    *,
+    config: DecoderConfig,
+    max_length: int,
+    do_sample: bool,
+    top_k: int,
+    use_top_p: bool,
+    use_cfg: bool,
+):
+    """Generates the full delayed code buffer ``(B, K, max_length)`` int32.
+
+    Args:
+      decoder_params: the ``decoder`` parameter subtree.
+      prefix_BPD: conditioning prefix ``(B', P, D)`` (``B' = 2B``, ``[cond; uncond]``, when ``use_cfg``), or None.
+      prompt_BKS: int ``(B, K, S)`` the positions already fixed by BOS/prompt (from :func:`build_delay_pattern`).
+      pattern_BKT: int ``(B, K, max_length)`` the delay pattern (-1 where codes are generated).
+      rng: a PRNG key (unused when greedy).
+      sampling: temperature / top_p / guidance_scale as arrays.
+    """
+    B, K, S = prompt_BKS.shape
+    P = 0 if prefix_BPD is None else prefix_BPD.shape[1]
+    rows = 2 * B if use_cfg else B
+    decoder = Decoder(config)
+    dtype = jax.tree_util.tree_leaves(decoder_params)[0].dtype
+
+    def run(ids_BKT, cache, index, prefix=None):
+        ids = jnp.concatenate([ids_BKT, ids_BKT], axis=0) if use_cfg else ids_BKT
+        logits, cache = decoder.apply({"params": decoder_params}, ids, prefix, cache=cache, cache_index=index)
+        return logits[:, :, -1].astype(jnp.float32), cache
+
+    def sample(state: DecodeState) -> tuple[jax.Array, jax.Array]:
+        logits = state.logits_BKV
+        if use_cfg:
+            logits = guide(logits, sampling.guidance_scale)
+        rng, key = jax.random.split(state.rng)
+        ids_BK = choose(logits.reshape(B * K, -1), sampling, key, do_sample=do_sample, top_k=top_k, use_top_p=use_top_p)
+        forced_BK = jax.lax.dynamic_index_in_dim(pattern_BKT, state.step, axis=2, keepdims=False)
+        ids_BK = jnp.where(forced_BK == -1, ids_BK.reshape(B, K), forced_BK).astype(jnp.int32)
+        return ids_BK, rng
+
+    # Prefill: the prefix and every fixed position in one pass; the last position's logits predict position S.
+    cache = KVCache.zeros(config, rows, P + max_length, dtype)
+    tokens = jnp.zeros((B, K, max_length), jnp.int32).at[:, :, :S].set(prompt_BKS.astype(jnp.int32))
+    logits, cache = run(tokens[:, :, :S], cache, 0, prefix_BPD)
+    state = DecodeState(jnp.asarray(S, jnp.int32), tokens, cache, logits, rng)
+
+    def step(state: DecodeState, _):
+        ids_BK, rng = sample(state)
+        tokens = jax.lax.dynamic_update_index_in_dim(state.tokens_BKT, ids_BK, state.step, axis=2)
+        logits, cache = run(ids_BK[:, :, None], state.cache, P + state.step)
+        return DecodeState(state.step + 1, tokens, cache, logits, rng), None
+
+    num_steps = max_length - S
+    if num_steps > 1:
+        state, _ = jax.lax.scan(step, state, None, length=num_steps - 1)
+    if num_steps > 0:  # the last position needs a sample but no forward pass after it
+        ids_BK, _ = sample(state)
+        return jax.lax.dynamic_update_index_in_dim(state.tokens_BKT, ids_BK, state.step, axis=2)
+    return state.tokens_BKT
