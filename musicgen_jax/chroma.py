@@ -1,0 +1,558 @@
+"""Chroma features for melody conditioning: HF's ``MusicgenMelodyFeatureExtractor`` without torch or torchaudio.
+
+HF (``transformers/models/musicgen_melody/feature_extraction_musicgen_melody.py``) computes, and so do we:
+
+    audio --[4-D Demucs output: take stem_indices, sum them, average channels]--> (B, L)
+          --[sampling_rate != 32 kHz: torchaudio's windowed-sinc resampler]-->
+          --[float32; (channels, samples) items averaged to mono]--> list of (L_i,)
+          --[truncate to max_length (default chunk_length seconds), pad to the longest / max_length]--> (B, L)
+          --[centred power STFT, periodic Hann, reflect padding, / window L2 norm]--> (B, T, F)
+          --[chroma filter bank]--> (B, T, C) --[/ max over C (eps 1e-6)]--> --[argmax -> one-hot]--> (B, T, C)
+
+The host side (input handling, resampling set-up, padding) is numpy; the resampling convolution and the whole chroma
+computation are jitted JAX functions (:func:`resample`, :func:`chroma_features`) so they run on an accelerator.
+Where HF or torchaudio do something surprising we do it too, and say so in a comment marked "Quirk".
+
+Einsum letters: B batch, L samples, T frames, N FFT size (= window length), F frequency bins (N // 2 + 1),
+C chroma bins, J output phases and K taps of the resampling kernel.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from musicgen_jax.config import ConfigError, read_json
+
+logger = logging.getLogger(__name__)
+
+FEATURE_EXTRACTOR_NAME = "preprocessor_config.json"
+_TYPE_NAME = "MusicgenMelodyFeatureExtractor"
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+# HF's call to torchaudio.functional.resample (both for plain audio and for Demucs stems).
+HF_LOWPASS_FILTER_WIDTH = 24
+HF_ROLLOFF = 0.945
+# Quirk: HF's `_extract_stem_indices` assumes Demucs ran at 44000 Hz (not 44100) when no sampling_rate is given.
+DEMUCS_DEFAULT_SAMPLING_RATE = 44000
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Resampling: torchaudio.functional.resample(method="sinc_interp_hann"), in numpy (kernel) + JAX (convolution).
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _integral_rate(rate: Any, name: str) -> int:
+    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a positive integer number of Hz, got {rate!r}")
+    if rate <= 0 or int(rate) != rate:
+        # torchaudio refuses non-integral rates too ("Frequencies must be of integer type").
+        raise ValueError(f"{name} must be a positive integer number of Hz, got {rate!r}")
+    return int(rate)
+
+
+def sinc_resample_kernel(
+    orig_freq: int, new_freq: int, lowpass_filter_width: int = 6, rolloff: float = 0.99
+) -> tuple[np.ndarray, int]:
+    """torchaudio's Hann-windowed sinc kernel for ``orig_freq -> new_freq``.
+
+    Returns ``(kernel, width)``: ``kernel`` is float32 (J, K) with J = new_freq / gcd output phases and
+    K = 2 * width + orig_freq / gcd taps; the input is zero-padded by ``width`` on the left before convolving.
+    """
+    orig_freq, new_freq = _integral_rate(orig_freq, "orig_freq"), _integral_rate(new_freq, "new_freq")
+    if lowpass_filter_width <= 0:
+        raise ValueError(f"lowpass_filter_width must be positive, got {lowpass_filter_width}")
+    gcd = math.gcd(orig_freq, new_freq)
+    orig, new = orig_freq // gcd, new_freq // gcd
+    # Same Python float arithmetic as torchaudio, so that `width` (a ceil) comes out identical.
+    base_freq = min(orig, new)
+    base_freq *= rolloff
+    width = math.ceil(lowpass_filter_width * orig / base_freq)
+    # Quirk: torchaudio builds the kernel in the waveform's dtype (float32 here), step by step as below; we repeat
+    # its float32 operation order so the taps agree to the last bit or two rather than to float32-vs-float64 rounding.
+    f32 = np.float32
+    idx = np.arange(-width, width + orig, dtype=f32)[None, :] / f32(orig)
+    t = np.arange(0, -new, -1, dtype=f32)[:, None] / f32(new) + idx
+    t = t * f32(base_freq)
+    t = np.clip(t, f32(-lowpass_filter_width), f32(lowpass_filter_width))
+    window = np.cos(t * f32(math.pi) / f32(lowpass_filter_width) / f32(2)) ** 2
+    t = t * f32(math.pi)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kernel = np.where(t == 0, f32(1.0), np.sin(t) / t)
+    kernel = kernel * (window * f32(base_freq / orig))
+    return kernel.astype(np.float32), width
+
+
+@functools.partial(jax.jit, static_argnames=("stride", "width", "target_length"))
+def _apply_resample_kernel(x_BL: jax.Array, kernel_JK: jax.Array, *, stride: int, width: int, target_length: int):
+    """torchaudio's `_apply_sinc_resample_kernel`: zero-pad, strided conv1d, interleave the J phases, cut."""
+    batch = x_BL.shape[0]
+    x_BL = jnp.pad(x_BL, ((0, 0), (width, width + stride)))
+    y_BJT = jax.lax.conv_general_dilated(
+        x_BL[:, None, :],
+        kernel_JK[:, None, :],
+        window_strides=(stride,),
+        padding="VALID",
+        dimension_numbers=("NCH", "OIH", "NCH"),
+        precision=_HIGHEST,
+    )
+    y_BL = jnp.swapaxes(y_BJT, 1, 2).reshape(batch, -1)
+    return y_BL[:, :target_length]
+
+
+def resample(
+    waveform: Any, orig_freq: int, new_freq: int, *, lowpass_filter_width: int = 6, rolloff: float = 0.99
+) -> np.ndarray:
+    """``torchaudio.functional.resample`` (Hann-windowed sinc) along the last axis, in float32.
+
+    Args:
+        waveform: float array (..., L).
+        orig_freq, new_freq: integer sampling rates in Hz.
+        lowpass_filter_width, rolloff: torchaudio's parameters and defaults. The feature extractor (like HF) uses
+            ``lowpass_filter_width=24, rolloff=0.945``.
+
+    Returns:
+        float32 numpy array (..., L') with ``L' = ceil(new_freq * L / orig_freq)`` (see the float32 quirk below).
+    """
+    x = np.asarray(waveform, dtype=np.float32)
+    orig_freq, new_freq = _integral_rate(orig_freq, "orig_freq"), _integral_rate(new_freq, "new_freq")
+    if orig_freq == new_freq:
+        return x
+    kernel, width = sinc_resample_kernel(orig_freq, new_freq, lowpass_filter_width, rolloff)
+    gcd = math.gcd(orig_freq, new_freq)
+    orig, new = orig_freq // gcd, new_freq // gcd
+    length = x.shape[-1]
+    # Quirk: torchaudio computes `torch.ceil(torch.as_tensor(new * length / orig))`; `as_tensor` of a Python float is
+    # float32, so for long inputs the ratio is rounded to float32 before the ceil and one sample can be lost.
+    target_length = int(np.ceil(np.float32(new * length / orig)))
+    flat = x.reshape(-1, length)
+    out = _apply_resample_kernel(
+        jnp.asarray(flat), jnp.asarray(kernel), stride=orig, width=width, target_length=target_length
+    )
+    return np.asarray(out).reshape(x.shape[:-1] + (out.shape[-1],))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Chroma: the jitted numeric core.
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def hann_window(n: int) -> np.ndarray:
+    """``torch.hann_window(n)`` (periodic), float32 (n,).
+
+    Quirk: torch evaluates it in float32 as ``cos(arange(n) * (2 pi / n)) * -0.5 + 0.5``; we follow that order so the
+    window matches torch's to float32 rounding of the same operations, not just to the exact formula.
+    """
+    f32 = np.float32
+    if n == 1:
+        return np.ones(1, np.float32)
+    return (np.cos(np.arange(n, dtype=f32) * f32(2.0 * math.pi / n)) * f32(-0.5) + f32(0.5)).astype(np.float32)
+
+
+def chroma_filter_bank(sampling_rate: int, n_fft: int, num_chroma: int) -> np.ndarray:
+    """HF's chroma filter bank, float32 (C, F).
+
+    HF calls ``transformers.audio_utils.chroma_filter_bank(sampling_rate=sr, num_frequency_bins=n_fft, tuning=0,
+    num_chroma=C)`` (a port of librosa's) and casts it to float32. ``librosa.filters.chroma`` with the same arguments
+    returns the identical float64 matrix (tests/test_chroma.py proves it bit for bit), so we use librosa.
+    """
+    import librosa  # heavy; only needed when an extractor is built
+
+    bank = librosa.filters.chroma(sr=sampling_rate, n_fft=n_fft, tuning=0.0, n_chroma=num_chroma, dtype=np.float64)
+    return bank.astype(np.float32)
+
+
+@functools.partial(jax.jit, static_argnames=("n_fft", "hop_length"))
+def chroma_features(
+    waveform_BL: jax.Array,
+    window_N: jax.Array,
+    window_norm: jax.Array,
+    filters_CF: jax.Array,
+    *,
+    n_fft: int,
+    hop_length: int,
+) -> jax.Array:
+    """Per-frame max-normalised chroma before the argmax (HF ``_torch_extract_fbank_features`` up to its argmax).
+
+    Args:
+        waveform_BL: float32 (B, L) padded mono audio at the extractor's sampling rate.
+        window_N: float32 (N,) analysis window (``hann_window(n_fft)``).
+        window_norm: float32 scalar, the window's L2 norm (torchaudio ``normalized=True`` divides by it).
+        filters_CF: float32 (C, N // 2 + 1) chroma filter bank.
+        n_fft, hop_length: static STFT sizes.
+
+    Returns:
+        float32 (B, T, C) with T = 1 + max(L, n_fft) // hop_length; each frame divided by max(its max, 1e-6).
+    """
+    with jax.named_scope("pad"):
+        length = waveform_BL.shape[-1]
+        if length < n_fft:
+            # HF pads audio shorter than n_fft with zeros, the odd sample going to the right.
+            pad = n_fft - length
+            waveform_BL = jnp.pad(waveform_BL, ((0, 0), (pad // 2, pad // 2 + pad % 2)))
+        # torch.stft(center=True, pad_mode="reflect"): n_fft // 2 reflected samples on each side.
+        half = n_fft // 2
+        padded_BL = jnp.pad(waveform_BL, ((0, 0), (half, half)), mode="reflect")
+    with jax.named_scope("stft"):
+        num_frames = 1 + (padded_BL.shape[-1] - n_fft) // hop_length
+        index_TN = jnp.arange(num_frames)[:, None] * hop_length + jnp.arange(n_fft)[None, :]
+        frames_BTN = padded_BL[:, index_TN] * window_N
+        spec_BTF = jnp.fft.rfft(frames_BTN, axis=-1)
+        # torchaudio: divide the complex STFT by the window norm, then |.| ** 2 (same order here).
+        power_BTF = jnp.square(jnp.abs(spec_BTF / window_norm))
+    with jax.named_scope("chroma"):
+        raw_BTC = jnp.einsum("btf,cf->btc", power_BTF, filters_CF, precision=_HIGHEST)
+        # torch.nn.functional.normalize(p=inf, eps=1e-6): x / max(max |x|, eps).
+        norm_BT1 = jnp.maximum(jnp.max(jnp.abs(raw_BTC), axis=-1, keepdims=True), 1e-6)
+        return raw_BTC / norm_BT1
+
+
+@jax.jit
+def one_hot_argmax(chroma_BTC: jax.Array) -> jax.Array:
+    """float32 (B, T, C) one-hot of the per-frame argmax (the first maximum on ties, as torch.argmax)."""
+    return jax.nn.one_hot(jnp.argmax(chroma_BTC, axis=-1), chroma_BTC.shape[-1], dtype=jnp.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The feature extractor (HF's names and calling conventions).
+# ----------------------------------------------------------------------------------------------------------------------
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        logger.warning(message)
+
+
+def _is_array(x: Any) -> bool:
+    return isinstance(x, (np.ndarray, jax.Array)) or (hasattr(x, "__array__") and hasattr(x, "shape"))
+
+
+def _round_up(n: int, multiple: int | None) -> int:
+    if multiple and n % multiple:
+        return (n // multiple + 1) * multiple
+    return n
+
+
+_PADDING = {
+    True: "longest",
+    False: "do_not_pad",
+    "longest": "longest",
+    "max_length": "max_length",
+    "do_not_pad": "do_not_pad",
+}
+
+
+class MusicgenMelodyFeatureExtractor:
+    """Chroma features of (melody) audio, matching HF's ``MusicgenMelodyFeatureExtractor`` frame for frame.
+
+    The constructor takes HF's arguments with HF's defaults (``padding_side`` as HF's base class does); unlike HF it
+    rejects anything else. Attributes ``chroma_filters`` (float32 (C, F)) and ``window`` (float32 (N,)) hold the
+    numpy constants the JAX computation uses.
+    """
+
+    model_input_names = ["input_features"]
+
+    def __init__(
+        self,
+        feature_size: int = 12,
+        sampling_rate: int = 32000,
+        hop_length: int = 4096,
+        chunk_length: int = 30,
+        n_fft: int = 16384,
+        num_chroma: int = 12,
+        padding_value: float = 0.0,
+        return_attention_mask: bool = False,
+        stem_indices: Sequence[int] = (3, 2),
+        padding_side: str = "right",
+    ):
+        self.feature_size = feature_size
+        self.sampling_rate = sampling_rate
+        self.hop_length = hop_length
+        self.chunk_length = chunk_length
+        self.n_fft = n_fft
+        self.num_chroma = num_chroma
+        self.padding_value = padding_value
+        self.return_attention_mask = return_attention_mask
+        self.stem_indices = list(stem_indices) if isinstance(stem_indices, (list, tuple)) else stem_indices
+        self.padding_side = padding_side
+        self._validate(_TYPE_NAME)
+        self.n_samples = chunk_length * sampling_rate
+        self.chroma_filters = chroma_filter_bank(sampling_rate, n_fft, num_chroma)
+        self.window = hann_window(n_fft)
+        # torchaudio: `window.pow(2.).sum().sqrt()`; computed in float64 and rounded once.
+        self.window_norm = np.float32(np.sqrt(np.sum(np.square(self.window, dtype=np.float64))))
+        self._device_constants = None
+
+    # -- configuration -------------------------------------------------------------------------------------------------
+
+    def _validate(self, where: str) -> None:
+        def positive_int(name):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{where}: {name} must be a positive integer, got {value!r}")
+
+        for name in ("feature_size", "sampling_rate", "hop_length", "chunk_length", "n_fft", "num_chroma"):
+            positive_int(name)
+        if self.padding_side not in ("left", "right"):
+            raise ConfigError(f"{where}: padding_side must be 'left' or 'right', got {self.padding_side!r}")
+        if isinstance(self.padding_value, bool) or not isinstance(self.padding_value, (int, float)):
+            raise ConfigError(f"{where}: padding_value must be a number, got {self.padding_value!r}")
+        if not isinstance(self.return_attention_mask, bool):
+            raise ConfigError(
+                f"{where}: return_attention_mask must be true or false, got {self.return_attention_mask!r}"
+            )
+        stems = self.stem_indices
+        if (
+            not isinstance(stems, list)
+            or not stems
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in stems)
+        ):
+            raise ConfigError(f"{where}: stem_indices must be a non-empty list of integers, got {stems!r}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = _TYPE_NAME) -> MusicgenMelodyFeatureExtractor:
+        """An extractor from a ``preprocessor_config.json`` mapping; unknown keys raise :class:`ConfigError`."""
+        names = {
+            "feature_size",
+            "sampling_rate",
+            "hop_length",
+            "chunk_length",
+            "n_fft",
+            "num_chroma",
+            "padding_value",
+            "return_attention_mask",
+            "stem_indices",
+            "padding_side",
+        }
+        kwargs = {}
+        for key, value in data.items():
+            if key in names:
+                kwargs[key] = value
+            elif key == "feature_extractor_type":
+                if value != _TYPE_NAME:
+                    raise ConfigError(f"{where}: feature_extractor_type is {value!r}, expected {_TYPE_NAME!r}")
+            elif key in ("processor_class", "n_samples"):
+                # HF drops processor_class, and recomputes n_samples = chunk_length * sampling_rate, ignoring the file.
+                continue
+            else:
+                raise ConfigError(
+                    f"{where}: unknown feature extractor field {key!r} (= {value!r}); "
+                    "musicgen-jax does not implement it"
+                )
+        try:
+            return cls(**kwargs)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {str(e).split(': ', 1)[-1]}") from None
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> MusicgenMelodyFeatureExtractor:
+        """Reads ``path/preprocessor_config.json`` (or ``path`` itself when it is a JSON file), strictly."""
+        file = os.path.join(path, FEATURE_EXTRACTOR_NAME) if os.path.isdir(path) else os.fspath(path)
+        return cls.from_dict(read_json(file), where=file)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields HF's ``to_dict`` writes, plus ``num_chroma``.
+
+        Quirk: HF never stores ``num_chroma`` on the instance, so HF's own JSON omits it and a non-default value is
+        lost on an HF save/load round trip. We write it (HF reads it back correctly as a constructor argument).
+        """
+        return {
+            "chunk_length": self.chunk_length,
+            "feature_extractor_type": _TYPE_NAME,
+            "feature_size": self.feature_size,
+            "hop_length": self.hop_length,
+            "n_fft": self.n_fft,
+            "n_samples": self.n_samples,
+            "num_chroma": self.num_chroma,
+            "padding_side": self.padding_side,
+            "padding_value": self.padding_value,
+            "return_attention_mask": self.return_attention_mask,
+            "sampling_rate": self.sampling_rate,
+            "stem_indices": list(self.stem_indices),
+        }
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> list[str]:
+        """Writes ``save_directory/preprocessor_config.json`` (as HF formats it); returns ``[that path]``."""
+        if os.path.isfile(save_directory):
+            raise ValueError(f"{save_directory}: is a file; save_pretrained needs a directory")
+        os.makedirs(save_directory, exist_ok=True)
+        file = os.path.join(save_directory, FEATURE_EXTRACTOR_NAME)
+        with open(file, "w", encoding="utf-8") as f:
+            f.write(self.to_json_string())
+        return [file]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__} {self.to_json_string()}"
+
+    # -- features --------------------------------------------------------------------------------------------------
+
+    def chroma(self, waveforms: Any) -> jax.Array:
+        """Max-normalised chroma before the argmax: float32 (B, L) padded audio -> float32 (B, T, C) jax array."""
+        if self._device_constants is None:
+            self._device_constants = (
+                jnp.asarray(self.window),
+                jnp.asarray(self.window_norm),
+                jnp.asarray(self.chroma_filters),
+            )
+        window, norm, filters = self._device_constants
+        return chroma_features(
+            jnp.asarray(waveforms, jnp.float32), window, norm, filters, n_fft=self.n_fft, hop_length=self.hop_length
+        )
+
+    def _extract_stems(self, audio: np.ndarray, sampling_rate: int | None) -> np.ndarray:
+        """Demucs output (B, stems, channels, L) -> (B, L') mono at our rate (HF `_extract_stem_indices`)."""
+        sampling_rate = DEMUCS_DEFAULT_SAMPLING_RATE if sampling_rate is None else sampling_rate
+        if max(self.stem_indices) >= audio.shape[1] or min(self.stem_indices) < -audio.shape[1]:
+            raise ValueError(f"stem_indices {self.stem_indices} do not fit Demucs output with {audio.shape[1]} stems")
+        wav = audio[:, self.stem_indices].sum(axis=1).mean(axis=1)
+        return self._resample(wav.astype(np.float32), sampling_rate)
+
+    def _resample(self, audio: np.ndarray, sampling_rate: int) -> np.ndarray:
+        if sampling_rate == self.sampling_rate:
+            return audio
+        return resample(
+            audio, sampling_rate, self.sampling_rate, lowpass_filter_width=HF_LOWPASS_FILTER_WIDTH, rolloff=HF_ROLLOFF
+        )
+
+    def _mono_items(self, audio: Any, sampling_rate: int | None) -> list[np.ndarray]:
+        """HF's input handling: a list of float32 mono (L_i,) arrays at ``self.sampling_rate``."""
+        if _is_array(audio) and np.ndim(audio) == 4:
+            _warn_once("`audio` is a 4-dimensional array and has thus been recognized as the output of `Demucs`.")
+            items = list(self._extract_stems(np.asarray(audio), sampling_rate))
+        else:
+            resample_to = sampling_rate is not None and sampling_rate != self.sampling_rate
+            if _is_array(audio):
+                # Quirk (HF): any array with more than one dimension is a batch; a single stereo clip must be given
+                # as (1, channels, L) or [clip], since a (2, L) array is two mono clips.
+                batched = np.ndim(audio) > 1
+                audio = np.asarray(audio, np.float32)
+                if resample_to:
+                    audio = self._resample(audio, sampling_rate)
+            elif isinstance(audio, (list, tuple)):
+                if len(audio) == 0:
+                    raise ValueError("no audio given (an empty list)")
+                batched = _is_array(audio[0]) or isinstance(audio[0], (list, tuple))
+                if batched:
+                    audio = [np.asarray(x, np.float32) for x in audio]
+                    if resample_to:
+                        audio = [self._resample(x, sampling_rate) for x in audio]
+                else:
+                    audio = np.asarray(audio, np.float32)
+                    if resample_to:
+                        audio = self._resample(audio, sampling_rate)
+            else:
+                raise TypeError(f"audio must be an array or a list of arrays, got {type(audio).__name__}")
+            items = list(audio) if batched else [audio]
+        if items[0].ndim == 2:
+            _warn_once("`audio` has been detected as a batch of stereo signals. Will be converted to mono signals.")
+            if any(x.ndim != 2 for x in items):
+                raise ValueError("a batch mixes stereo (channels, samples) and mono items; give them all one shape")
+            items = [x.mean(axis=0) for x in items]
+        for x in items:
+            if x.ndim != 1:
+                raise ValueError(f"each audio item must be (samples,) or (channels, samples), got shape {x.shape}")
+        return items
+
+    def _pad(self, items, padding, max_length, truncation, pad_to_multiple_of, return_attention_mask):
+        """HF ``SequenceFeatureExtractor.pad`` on 1-D items -> float32 (B, L) and int32 (B, L) mask or None."""
+        try:
+            strategy = _PADDING[getattr(padding, "value", padding)]
+        except (KeyError, TypeError):
+            raise ValueError(
+                f"padding must be True, False, 'longest', 'max_length' or 'do_not_pad', got {padding!r}"
+            ) from None
+        if truncation:
+            limit = _round_up(max_length, pad_to_multiple_of)
+            items = [x[:limit] for x in items]
+        lengths = [len(x) for x in items]
+        target = max(lengths) if strategy == "longest" else _round_up(max_length, pad_to_multiple_of)
+        target = _round_up(target, pad_to_multiple_of)
+        if strategy == "do_not_pad":
+            target = lengths[0]
+        if any(n > target for n in lengths) or (strategy == "do_not_pad" and len(set(lengths)) > 1):
+            # HF cannot stack such a batch either (it fails converting the ragged list to a tensor).
+            raise ValueError(
+                f"audio of lengths {lengths} cannot be batched with padding={padding!r}, "
+                f"truncation={truncation!r}; use padding=True or truncation=True"
+            )
+        waveforms = np.full((len(items), target), self.padding_value, np.float32)
+        mask = np.zeros(waveforms.shape, np.int32)
+        for i, x in enumerate(items):
+            start = waveforms.shape[1] - len(x) if self.padding_side == "left" else 0
+            waveforms[i, start : start + len(x)] = x
+            mask[i, start : start + len(x)] = 1
+        return waveforms, (mask if return_attention_mask else None)
+
+    def __call__(
+        self,
+        audio: Any,
+        truncation: bool = True,
+        pad_to_multiple_of: int | None = None,
+        return_tensors: str | None = None,
+        return_attention_mask: bool | None = None,
+        padding: bool | str = True,
+        max_length: int | None = None,
+        sampling_rate: int | None = None,
+    ) -> dict[str, Any]:
+        """One-hot chroma features of one clip or a batch, as HF's ``MusicgenMelodyFeatureExtractor.__call__``.
+
+        Args:
+            audio: a mono clip (L,) or list of floats; a batch as a list of (L_i,) or (channels, L_i) arrays, a 2-D
+                (B, L) array (rows are mono clips, as in HF) or a 3-D (B, channels, L) array (channels are averaged);
+                or Demucs output (B, stems, channels, L), from which ``stem_indices`` are summed and channels averaged.
+                Arrays may be numpy, JAX or anything with ``__array__`` (e.g. CPU torch tensors).
+            truncation: cut clips longer than ``max_length`` (default ``chunk_length`` seconds).
+            pad_to_multiple_of: round the padded (and truncation) length up to this multiple.
+            return_tensors: None or "np" (numpy arrays) or "jax" (jax arrays). HF's None gives torch tensors; we give
+                numpy.
+            return_attention_mask: add "attention_mask"; None means ``self.return_attention_mask`` (see the quirk).
+            padding: True / "longest", "max_length" or False / "do_not_pad".
+            max_length: samples to truncate to / pad to with "max_length"; None or 0 means ``n_samples``.
+            sampling_rate: rate of ``audio``; resampled to ``self.sampling_rate`` when different (for Demucs output
+                it is Demucs's rate, 44000 when None, as in HF).
+
+        Returns:
+            {"input_features": float32 (B, T, C) one-hot, T = 1 + max(L, n_fft) // hop_length} and, when asked for,
+            "attention_mask": int32, (B, ceil(L / hop_length)) when ``return_attention_mask=True`` is passed.
+        """
+        if sampling_rate is None:
+            warnings.warn(
+                f"It is strongly recommended to pass the `sampling_rate` argument to `{type(self).__name__}()`. "
+                "Failing to do so can result in silent errors that might be hard to debug.",
+                UserWarning,
+                stacklevel=2,
+            )
+        return_tensors = getattr(return_tensors, "value", return_tensors)
+        if return_tensors not in (None, "np", "jax"):
+            raise ValueError(f"return_tensors={return_tensors!r} is not supported (None, 'np' or 'jax')")
+        items = self._mono_items(audio, sampling_rate)
+        want_mask = self.return_attention_mask if return_attention_mask is None else return_attention_mask
+        waveforms, mask = self._pad(
+            items, padding, max_length if max_length else self.n_samples, truncation, pad_to_multiple_of, want_mask
+        )
+        features = one_hot_argmax(self.chroma(waveforms))
+        outputs = {"input_features": features}
+        if mask is not None:
+            # Quirk (HF): the mask is brought to frame rate only when return_attention_mask=True is passed to the
+            # call; when it comes from the instance default it stays at sample rate. And [::hop] gives
+            # ceil(L / hop) entries while the STFT has 1 + L // hop frames.
+            outputs["attention_mask"] = mask[:, :: self.hop_length] if return_attention_mask else mask
+        if return_tensors == "jax":
+            return {k: jnp.asarray(v) for k, v in outputs.items()}
+        return {k: np.asarray(v) for k, v in outputs.items()}
