@@ -36,13 +36,33 @@ def _decoder_component() -> Component:
     return Component(("decoder.", "enc_to_dec_proj.", "audio_enc_to_dec_proj."), decoder_rules, abstract)
 
 
+def _text_encoder_component() -> Component:
+    from convert.t5 import t5_rules
+    from musicgen_jax import t5
+
+    return Component(
+        ("text_encoder.",), t5_rules, lambda config: {"text_encoder": t5.abstract_params(config.text_encoder)}
+    )
+
+
+def _audio_encoder_component() -> Component:
+    from convert.encodec import encodec_rules
+    from musicgen_jax import encodec
+
+    return Component(
+        ("audio_encoder.",),
+        lambda config: encodec_rules(config.audio_encoder, prefix="audio_encoder.", root=("audio_encoder",)),
+        lambda config: {"audio_encoder": encodec.abstract_params(config.audio_encoder)},
+    )
+
+
 def components() -> dict[str, Component]:
-    return {"decoder": _decoder_component()}
-
-
-# HF key prefixes of network parts whose converters are still being written; their tensors are set aside (not
-# silently accepted: `convert_tensors` reports them in `skipped`).
-PENDING_PREFIXES: tuple[str, ...] = ("text_encoder.", "audio_encoder.")
+    """The network parts of a MusicGen Melody checkpoint, each with the HF key prefixes it owns."""
+    return {
+        "text_encoder": _text_encoder_component(),
+        "audio_encoder": _audio_encoder_component(),
+        "decoder": _decoder_component(),
+    }
 
 
 def convert_tensors(
@@ -60,7 +80,7 @@ def convert_tensors(
         owner = [name for name, comp in table.items() if key.startswith(comp.prefixes)]
         if owner:
             owned[owner[0]][key] = tensors[key]
-        elif not key.startswith(PENDING_PREFIXES):
+        else:
             raise CheckpointError(f"{source}: unexpected tensor {key!r} (not part of a MusicGen Melody checkpoint)")
     params: dict = {}
     for name in parts:

@@ -28,10 +28,8 @@ WEIGHT_NORM_G = Transform("weight_norm_g", lambda x, shape: x.reshape(shape), la
 # torch LSTM bias (4 D,), gates i, f, g, o -> (4, D).
 LSTM_BIAS = Transform("lstm_bias", lambda x, shape: x.reshape(shape), lambda shape: (shape[0] * shape[1],))
 
-# Training-only buffers of each codebook (k-means init flag, EMA statistics). They are matched, so the table stays
-# strict (any other stray key is still an error), and sent to a destination that is no parameter: the engine keeps
-# only the leaves of the abstract tree, so these are dropped.
-_UNUSED = "<unused>"
+# Training-only buffers of each codebook (k-means init flag, EMA statistics) are matched, so the table stays strict
+# (any other stray key is still an error), and dropped (Rule.drop).
 
 _SPELLINGS = (
     ("parametrizations.weight.original0", "parametrizations.weight.original1"),
@@ -111,7 +109,7 @@ def encodec_rules(
     stack = (("quantizer", 0),)
     rules.append(Rule(codebook + "embed", (*root, "quantizer", "codebooks"), stack=stack))
     for buffer in ("inited", "cluster_size", "embed_avg"):
-        rules.append(Rule(codebook + buffer, (_UNUSED, f"{prefix}codebook.{buffer}"), stack=stack))
+        rules.append(Rule(codebook + buffer, ("dropped",), stack=stack, drop=True))
 
     sizes = {"lstm_layer": config.num_lstm_layers, "quantizer": config.num_quantizers}
     return rules, sizes

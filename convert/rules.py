@@ -7,6 +7,7 @@ outermost first. The engine is strict:
 
 - every source tensor matches exactly one rule, or the error names it as unmapped;
 - every piece of every leaf is present, or the error names the missing HF key;
+- a tensor whose rule says ``drop`` (a training-only buffer, say) is matched and discarded;
 - a tensor seen twice is an error, unless its rule says ``tied`` (HF saves T5's ``shared`` and ``embed_tokens``
   both), in which case the copies must be equal;
 - every source shape is checked against the shape our module expects, and the error names key and both shapes;
@@ -64,6 +65,7 @@ class Rule:
     stack: tuple[tuple[str, int], ...] = ()
     fixed: tuple[tuple[str, int], ...] = ()
     tied: bool = False
+    drop: bool = False  # matched (so the table stays strict) but not converted: no ``dst`` leaf receives it
 
     def regex(self) -> re.Pattern:
         parts = re.split(r"\{(\w+)\}", self.src)
@@ -136,6 +138,8 @@ def convert(
                     f"{source}: unexpected tensor {key!r} ({name} {value} is out of range; "
                     f"the config has {sizes[name]})"
                 )
+        if rule.drop:
+            continue
         order = tuple(index[name] for name, _ in rule.stack)
         slot = pieces.setdefault(rule.dst, {})
         if order in slot:
@@ -148,6 +152,9 @@ def convert(
         slot[order] = (key, tensors[key])
 
     expected = _leaves(abstract)
+    stray = [rule.src for rule in rules if not rule.drop and rule.dst not in expected]
+    if stray:
+        raise AssertionError(f"conversion rules write parameters the module does not have: {stray}")
     out: dict = {}
     for dst, struct in expected.items():
         if dst not in rules_by_dst:

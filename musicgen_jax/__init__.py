@@ -4,6 +4,7 @@
 Importing this package never imports torch or transformers.
 """
 
+from musicgen_jax.chroma import MusicgenMelodyFeatureExtractor
 from musicgen_jax.config import (
     ConfigError,
     DecoderConfig,
@@ -12,7 +13,10 @@ from musicgen_jax.config import (
     MusicgenMelodyConfig,
     T5Config,
 )
-from musicgen_jax.modeling import MusicgenMelodyForConditionalGeneration, MusicgenMelodyOutput
+from musicgen_jax.encodec import EncodecModel
+from musicgen_jax.modeling import GenerateOutput, MusicgenMelodyForConditionalGeneration, MusicgenMelodyOutput
+from musicgen_jax.processing import MusicgenMelodyProcessor
+from musicgen_jax.tokenizer import T5TextTokenizer
 
 __version__ = "0.1.0"
 
@@ -20,9 +24,14 @@ __all__ = [
     "ConfigError",
     "DecoderConfig",
     "EncodecConfig",
+    "EncodecModel",
+    "GenerateOutput",
     "GenerationConfig",
     "MusicgenMelodyConfig",
+    "MusicgenMelodyFeatureExtractor",
     "MusicgenMelodyForConditionalGeneration",
     "MusicgenMelodyOutput",
+    "MusicgenMelodyProcessor",
     "T5Config",
+    "T5TextTokenizer",
 ]

@@ -60,3 +60,44 @@ def project_chroma(params: dict, config: MusicgenMelodyConfig, chroma_BFC):
         # HF repeats the whole sequence ceil(chroma_length / frames) times, then truncates.
         x = jnp.tile(x, (1, math.ceil(config.chroma_length / frames), 1))
     return x[:, : config.chroma_length]
+
+
+def forward_prefix(params: dict, config: MusicgenMelodyConfig, text_BSE, attention_mask_BS, chroma_BFC):
+    """The prefix HF's ``forward`` builds from T5 states (or None) and chroma features (or None): ``(B, P, D)``.
+
+    As ``MusicgenMelodyForConditionalGeneration.forward``: text is projected and zeroed at padded positions; with
+    text but no chroma, the null chroma (one frame, one-hot at bin 0) is used; chroma frames go in front.
+    """
+    text = None if text_BSE is None else project_text(params, config, text_BSE, attention_mask_BS)
+    if text is not None and chroma_BFC is None:
+        chroma_BFC = null_chroma(config, text.shape[0], text.dtype)
+    if chroma_BFC is None:
+        return text
+    chroma = project_chroma(params, config, chroma_BFC.astype(jnp.float32 if text is None else text.dtype))
+    return chroma if text is None else jnp.concatenate([chroma, text], axis=1)
+
+
+def generation_prefix(params: dict, config: MusicgenMelodyConfig, text_BSE, attention_mask_BS, chroma_BFC, use_cfg):
+    """The prefix HF's ``generate`` builds (``_prepare_encoder_hidden_states_kwargs_for_generation``): ``(B', P, D)``.
+
+    With classifier-free guidance (``use_cfg``) the batch is doubled to ``[cond; uncond]``: the unconditional text
+    is zeros (the mask is zeroed too), the unconditional chroma is the null chroma with as many frames as the given
+    chroma (one-hot at bin 0). Without chroma, the null chroma is used for the conditional half as well.
+    """
+    dtype = text_BSE.dtype
+    text = project_text(params, config, text_BSE)
+    mask = attention_mask_BS.astype(dtype)
+    if use_cfg:
+        text = jnp.concatenate([text, jnp.zeros_like(text)], axis=0)
+        mask = jnp.concatenate([mask, jnp.zeros_like(mask)], axis=0)
+    text = text * mask[..., None]
+    B = text_BSE.shape[0]
+    if chroma_BFC is None:
+        chroma = null_chroma(config, B, dtype)
+        null = chroma
+    else:
+        chroma = chroma_BFC.astype(dtype)
+        null = jnp.zeros_like(chroma).at[:, :, 0].set(1)
+    if use_cfg:
+        chroma = jnp.concatenate([chroma, null], axis=0)
+    return jnp.concatenate([project_chroma(params, config, chroma), text], axis=1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 from typing import Any
 
@@ -14,9 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from musicgen_jax import conditioning
+from musicgen_jax import conditioning, sampling
 from musicgen_jax.config import GenerationConfig, MusicgenMelodyConfig
 from musicgen_jax.decoder import Decoder
+from musicgen_jax.encodec import EncodecModel
+from musicgen_jax.t5 import T5Encoder
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -68,11 +71,23 @@ class MusicgenMelodyOutput:
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def _decoder_logits(params, config: MusicgenMelodyConfig, input_ids_BKT, prefix_BPD, key_mask_BS):
+def _encode_text(params, config: MusicgenMelodyConfig, input_ids_BS, attention_mask_BS):
+    return T5Encoder(config.text_encoder).apply({"params": params["text_encoder"]}, input_ids_BS, attention_mask_BS)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _forward_logits(
+    params, config: MusicgenMelodyConfig, input_ids_BKT, text_BSE, text_mask_BS, chroma_BFC, prefix_BPD, key_mask_BS
+):
+    if prefix_BPD is None:
+        prefix_BPD = conditioning.forward_prefix(params, config, text_BSE, text_mask_BS, chroma_BFC)
+    if key_mask_BS is not None and prefix_BPD is not None:
+        prefix_ones = jnp.ones((key_mask_BS.shape[0], prefix_BPD.shape[1]), bool)
+        key_mask_BS = jnp.concatenate([prefix_ones, key_mask_BS.astype(bool)], axis=1)
     logits_BKTV, _ = Decoder(config.decoder).apply(
         {"params": params["decoder"]}, input_ids_BKT, prefix_BPD, key_mask_BS=key_mask_BS
     )
-    return logits_BKTV
+    return logits_BKTV, prefix_BPD
 
 
 class MusicgenMelodyForConditionalGeneration:
@@ -80,8 +95,9 @@ class MusicgenMelodyForConditionalGeneration:
 
     Attributes:
       config: :class:`~musicgen_jax.config.MusicgenMelodyConfig` (frozen; static under jit).
-      params: nested dict of jax arrays, laid out as the Flax modules define (see each module's docstring).
-      generation_config: defaults for ``generate`` read from ``generation_config.json``.
+      params: nested dict of jax arrays, laid out as the Flax modules define (see each module's docstring):
+        ``text_encoder``, ``audio_encoder``, ``decoder`` and the projections ``text_proj`` / ``chroma_proj``.
+      generation_config: defaults for :meth:`generate`, read from ``generation_config.json``.
     """
 
     def __init__(self, config: MusicgenMelodyConfig, params: dict, generation_config: GenerationConfig | None = None):
@@ -98,6 +114,11 @@ class MusicgenMelodyForConditionalGeneration:
     @property
     def dtype(self):
         return jax.tree_util.tree_leaves(self.params["decoder"])[0].dtype
+
+    @property
+    def audio_encoder(self) -> EncodecModel:
+        """The EnCodec codec (``encode(audio)`` -> codes, ``decode(codes)`` -> audio), sharing this model's params."""
+        return EncodecModel(self.config.audio_encoder, self.params["audio_encoder"])
 
     @classmethod
     def from_pretrained(
@@ -116,10 +137,33 @@ class MusicgenMelodyForConditionalGeneration:
         generation_config = GenerationConfig.from_pretrained(path, config.decoder)
         return cls(config, cast_params(params, target), generation_config)
 
-    def _check_decoder_inputs(self, decoder_input_ids, encoder_hidden_states, decoder_attention_mask):
+    # ----------------------------------------------------------------------------------------------------------
+    # Forward pass
+
+    def encode_text(self, input_ids, attention_mask=None) -> jax.Array:
+        """T5 ``last_hidden_state`` ``(batch, seq, d_model_text)`` of token ids ``(batch, seq)``, not projected."""
+        ids = _as_int_array("input_ids", input_ids, ndim=2)
+        vocab = self.config.text_encoder.vocab_size
+        if ids.size and (ids.min() < 0 or ids.max() >= vocab):
+            raise ValueError(f"input_ids values must lie in [0, {vocab}), got [{ids.min()}, {ids.max()}]")
+        mask = np.ones_like(ids) if attention_mask is None else _as_int_array("attention_mask", attention_mask, ndim=2)
+        if mask.shape != ids.shape:
+            raise ValueError(f"attention_mask shape {mask.shape} does not match input_ids shape {ids.shape}")
+        return _encode_text(self.params, self.config, jnp.asarray(ids), jnp.asarray(mask))
+
+    def _check_features(self, input_features, batch: int | None):
+        feats = np.asarray(input_features, np.float32)
+        C = self.config.num_chroma
+        if feats.ndim != 3 or feats.shape[2] != C or feats.shape[1] == 0:
+            raise ValueError(f"input_features must have shape (batch, frames, num_chroma={C}), got {feats.shape}")
+        if batch is not None and feats.shape[0] != batch:
+            raise ValueError(f"input_features has batch {feats.shape[0]} but input_ids has batch {batch}")
+        return jnp.asarray(feats, self.dtype)
+
+    def _check_decoder_inputs(self, decoder_input_ids, batch: int | None, decoder_attention_mask=None):
         cfg = self.config.decoder
-        ids = np.asarray(decoder_input_ids)
-        if ids.ndim != 2 or ids.shape[0] % cfg.num_codebooks:
+        ids = _as_int_array("decoder_input_ids", decoder_input_ids, ndim=2)
+        if ids.shape[0] % cfg.num_codebooks:
             raise ValueError(
                 f"decoder_input_ids must have shape (batch * num_codebooks, tgt_len) with num_codebooks="
                 f"{cfg.num_codebooks}, got {ids.shape}"
@@ -128,21 +172,15 @@ class MusicgenMelodyForConditionalGeneration:
             raise ValueError(
                 f"decoder_input_ids values must lie in [0, {cfg.vocab_size}], got [{ids.min()}, {ids.max()}]"
             )
-        batch = ids.shape[0] // cfg.num_codebooks
-        if encoder_hidden_states is not None:
-            shape = tuple(encoder_hidden_states.shape)
-            if len(shape) != 3 or shape[0] != batch or shape[2] != cfg.hidden_size:
-                raise ValueError(
-                    f"encoder_hidden_states must have shape (batch={batch}, prefix_len, "
-                    f"hidden_size={cfg.hidden_size}), "
-                    f"got {shape}"
-                )
-        if decoder_attention_mask is not None and tuple(np.shape(decoder_attention_mask)) != (batch, ids.shape[1]):
+        rows = ids.shape[0] // cfg.num_codebooks
+        if batch is not None and rows != batch:
+            raise ValueError(f"decoder_input_ids holds batch {rows} (rows / num_codebooks) but the inputs have {batch}")
+        if decoder_attention_mask is not None and tuple(np.shape(decoder_attention_mask)) != (rows, ids.shape[1]):
             raise ValueError(
-                f"decoder_attention_mask must have shape (batch, tgt_len) = {(batch, ids.shape[1])}, "
+                f"decoder_attention_mask must have shape (batch, tgt_len) = {(rows, ids.shape[1])}, "
                 f"got {tuple(np.shape(decoder_attention_mask))}"
             )
-        return ids.reshape(batch, cfg.num_codebooks, ids.shape[1]).astype(np.int32)
+        return ids.reshape(rows, cfg.num_codebooks, ids.shape[1]).astype(np.int32)
 
     def __call__(
         self,
@@ -156,25 +194,266 @@ class MusicgenMelodyForConditionalGeneration:
     ) -> MusicgenMelodyOutput:
         """HF's forward: logits ``(batch * num_codebooks, prefix_len + tgt_len, vocab_size)``.
 
-        ``encoder_hidden_states`` is the already-projected conditioning prefix ``(batch, prefix_len, hidden_size)``,
-        as HF's forward accepts it. ``decoder_input_ids`` is ``(batch * num_codebooks, tgt_len)`` int.
+        Either ``input_ids`` (+ ``attention_mask``) and/or ``input_features`` ``(batch, frames, num_chroma)``, from
+        which the prefix is built as HF does, or ``encoder_hidden_states``: an already-projected prefix
+        ``(batch, prefix_len, hidden_size)``. ``decoder_input_ids`` is ``(batch * num_codebooks, tgt_len)`` int.
         """
-        if input_ids is not None or input_features is not None or labels is not None:
-            raise NotImplementedError("input_ids / input_features / labels in the forward pass are not implemented yet")
+        if labels is not None:
+            raise NotImplementedError("labels (the training loss) are not implemented yet")
         if decoder_input_ids is None:
             raise ValueError("decoder_input_ids is required")
-        ids_BKT = self._check_decoder_inputs(decoder_input_ids, encoder_hidden_states, decoder_attention_mask)
-        prefix = None if encoder_hidden_states is None else jnp.asarray(encoder_hidden_states, self.dtype)
-        key_mask = None
-        if decoder_attention_mask is not None:
-            prefix_len = 0 if prefix is None else prefix.shape[1]
-            key_mask = jnp.concatenate(
-                [jnp.ones((ids_BKT.shape[0], prefix_len), bool), jnp.asarray(decoder_attention_mask).astype(bool)],
-                axis=1,
+        cfg = self.config
+        text = mask = feats = prefix = None
+        batch = None
+        if encoder_hidden_states is not None:
+            prefix = jnp.asarray(encoder_hidden_states, self.dtype)
+            if prefix.ndim != 3 or prefix.shape[2] != cfg.decoder.hidden_size:
+                raise ValueError(
+                    f"encoder_hidden_states must have shape (batch, prefix_len, hidden_size={cfg.decoder.hidden_size}),"
+                    f" got {tuple(prefix.shape)}"
+                )
+            batch = prefix.shape[0]
+        else:
+            if input_ids is not None:
+                text = self.encode_text(input_ids, attention_mask)
+                mask = None if attention_mask is None else jnp.asarray(np.asarray(attention_mask))
+                batch = text.shape[0]
+            if input_features is not None:
+                feats = self._check_features(input_features, batch)
+                batch = feats.shape[0]
+        ids_BKT = self._check_decoder_inputs(decoder_input_ids, batch, decoder_attention_mask)
+        key_mask = None if decoder_attention_mask is None else jnp.asarray(np.asarray(decoder_attention_mask))
+        logits_BKTV, prefix = _forward_logits(
+            self.params, cfg, jnp.asarray(ids_BKT), text, mask, feats, prefix, key_mask
+        )
+        return MusicgenMelodyOutput(
+            logits=logits_BKTV.reshape(-1, *logits_BKTV.shape[2:]), encoder_hidden_states=prefix
+        )
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Generation
+
+    def generate(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        input_features=None,
+        decoder_input_ids=None,
+        *,
+        audio_prompt=None,
+        max_new_tokens: int | None = None,
+        max_length: int | None = None,
+        duration: float | None = None,
+        do_sample: bool | None = None,
+        guidance_scale: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        rng: jax.Array | None = None,
+        return_dict_in_generate: bool = False,
+        generation_config: GenerationConfig | None = None,
+        **unknown,
+    ):
+        """Text (and melody) -> audio, as HF's ``generate``; the decode loop is one compiled XLA program.
+
+        Args:
+          input_ids, attention_mask: tokenized text ``(batch, seq)`` (from the processor).
+          input_features: chroma ``(batch, frames, num_chroma)`` (from the processor's feature extractor).
+          decoder_input_ids: audio codes to continue, ``(batch * num_codebooks, frames)`` in HF's layout.
+          audio_prompt: a waveform ``(batch, channels, samples)`` at ``sampling_rate`` to continue (encoded with
+            EnCodec); exclusive with ``decoder_input_ids``.
+          max_new_tokens / max_length / duration: length, in decoder steps, buffer length, or seconds of audio.
+          do_sample, guidance_scale, top_k, top_p, temperature: as HF (defaults from ``generation_config.json``).
+          seed / rng: an int seed or a JAX key for sampling; the same seed gives the same audio.
+          return_dict_in_generate: return :class:`GenerateOutput` (``.sequences`` audio, ``.audio_codes``).
+
+        Returns:
+          float32 numpy audio ``(batch, channels, samples)`` at ``self.sampling_rate``, or a :class:`GenerateOutput`.
+        """
+        if unknown:
+            raise ValueError(f"generate() got unsupported argument(s): {', '.join(sorted(unknown))}")
+        gen = generation_config or self.generation_config
+        do_sample = gen.do_sample if do_sample is None else bool(do_sample)
+        guidance_scale = gen.guidance_scale if guidance_scale is None else float(guidance_scale)
+        top_k = gen.top_k if top_k is None else int(top_k)
+        top_p = gen.top_p if top_p is None else float(top_p)
+        temperature = gen.temperature if temperature is None else float(temperature)
+        _check_sampling(do_sample, top_k, top_p, temperature, guidance_scale)
+        use_cfg = guidance_scale is not None and guidance_scale > 1
+        cfg = self.config
+        dec = cfg.decoder
+        bos = gen.decoder_start_token_id if gen.decoder_start_token_id is not None else gen.bos_token_id
+        bos = dec.bos_token_id if bos is None else bos
+        pad = dec.pad_token_id if gen.pad_token_id is None else gen.pad_token_id
+
+        # 1. The batch: from the text, the melody, or the audio prompt.
+        batch = _batch_of(input_ids, input_features, decoder_input_ids, dec.num_codebooks, audio_prompt)
+        feats = None if input_features is None else self._check_features(input_features, batch)
+
+        # 2. Text states. HF never generates without text: with no input_ids it encodes a single BOS token whose
+        # attention mask it infers as 0 (BOS == pad), so the text prefix is one all-zero position.
+        if input_ids is not None:
+            ids = _as_int_array("input_ids", input_ids, ndim=2)
+            if attention_mask is None:
+                # HF _prepare_attention_mask_for_generation: infer the mask from the decoder's pad id.
+                attention_mask = (ids != pad).astype(np.int64) if (ids == pad).any() else np.ones_like(ids)
+            text = self.encode_text(ids, attention_mask)
+            mask = jnp.asarray(np.asarray(attention_mask))
+        else:
+            text = jnp.zeros((batch, 1, cfg.text_encoder.d_model), self.dtype)
+            mask = jnp.zeros((batch, 1), jnp.int32)
+        prefix = _generation_prefix(self.params, cfg, text, mask, feats, use_cfg)
+
+        # 3. Decoder input ids: BOS, prompt codes, or an encoded audio prompt.
+        if audio_prompt is not None:
+            if decoder_input_ids is not None:
+                raise ValueError("pass either audio_prompt or decoder_input_ids, not both")
+            decoder_input_ids = self._encode_prompt(audio_prompt)
+        start = np.full((batch * dec.num_codebooks, 1), bos, np.int64)
+        if decoder_input_ids is None:
+            prompt = start
+        else:
+            prompt = self._check_decoder_inputs(decoder_input_ids, batch).reshape(batch * dec.num_codebooks, -1)
+            if (prompt[:, 0] != bos).all():  # HF prepends BOS unless every row already starts with it
+                prompt = np.concatenate([start, prompt], axis=1)
+        prompt_len = prompt.shape[1]
+
+        # 4. Length, as HF's _prepare_generated_length: max_new_tokens wins, then an explicit max_length, then
+        # the generation config's max_length counted from the prompt.
+        channel_codebooks = dec.num_codebooks // dec.audio_channels
+        if duration is not None:
+            if max_new_tokens is not None or max_length is not None:
+                raise ValueError("pass only one of duration, max_new_tokens, max_length")
+            frames = max(1, math.ceil(duration * cfg.audio_encoder.frame_rate))
+            max_new_tokens = frames + channel_codebooks - 1
+        if max_new_tokens is None and max_length is None:
+            max_new_tokens = gen.max_new_tokens
+        if max_new_tokens is not None:
+            total = int(max_new_tokens) + prompt_len
+        elif max_length is not None:
+            total = int(max_length)
+        else:
+            total = gen.max_length + prompt_len
+        if total <= prompt_len:
+            raise ValueError(f"nothing to generate: max_length {total} <= decoder prompt length {prompt_len}")
+        if total - prompt_len < channel_codebooks:
+            raise ValueError(
+                f"generating {total - prompt_len} steps yields no audio frame: the delay pattern needs at least "
+                f"{channel_codebooks} (num_codebooks per channel)"
             )
-        logits_BKTV = _decoder_logits(self.params, self.config, jnp.asarray(ids_BKT), prefix, key_mask)
-        logits = logits_BKTV.reshape(-1, *logits_BKTV.shape[2:])
-        return MusicgenMelodyOutput(logits=logits, encoder_hidden_states=prefix)
+
+        # 5. The compiled loop.
+        fixed, pattern = sampling.build_delay_pattern(
+            prompt.reshape(batch, dec.num_codebooks, -1), pad, total, dec.audio_channels
+        )
+        if rng is None:
+            rng = jax.random.PRNGKey(np.random.randint(0, 2**31 - 1) if seed is None else int(seed))
+        knobs = sampling.SamplingParams(
+            jnp.float32(temperature), jnp.float32(top_p), jnp.float32(guidance_scale if use_cfg else 1.0)
+        )
+        tokens = sampling.decode(
+            self.params["decoder"],
+            prefix,
+            jnp.asarray(fixed),
+            jnp.asarray(pattern),
+            rng,
+            knobs,
+            config=dec,
+            max_length=total,
+            do_sample=do_sample,
+            top_k=top_k if do_sample else 0,
+            use_top_p=do_sample and top_p < 1.0,
+            use_cfg=use_cfg,
+        )
+        tokens = sampling.apply_delay_pattern(np.asarray(tokens), pattern)
+        codes = sampling.revert_delay_pattern(tokens, pad)
+
+        # 6. Audio: stereo checkpoints decode left (even codebooks) and right (odd) with the mono codec.
+        audio = self.decode_audio(codes)
+        if return_dict_in_generate:
+            return GenerateOutput(sequences=audio, audio_codes=codes)
+        return audio
+
+    def decode_audio(self, codes_BKF) -> np.ndarray:
+        """Codes ``(batch, num_codebooks, frames)`` -> float32 audio ``(batch, audio_channels, samples)``."""
+        codes = jnp.asarray(codes_BKF, jnp.int32)
+        codec = self.audio_encoder
+        if self.config.decoder.audio_channels == 2:
+            return np.concatenate(
+                [np.asarray(codec.decode(codes[:, 0::2])), np.asarray(codec.decode(codes[:, 1::2]))], 1
+            )
+        return np.asarray(codec.decode(codes))
+
+    def _encode_prompt(self, audio) -> np.ndarray:
+        """A waveform ``(batch, channels, samples)`` -> codes in HF's layout ``(batch * num_codebooks, frames)``."""
+        dec = self.config.decoder
+        audio = np.asarray(audio, np.float32)
+        if audio.ndim == 2:
+            audio = audio[:, None]
+        if audio.ndim != 3 or audio.shape[1] != dec.audio_channels or audio.shape[2] == 0:
+            raise ValueError(
+                f"audio_prompt must have shape (batch, {dec.audio_channels}, samples) at {self.sampling_rate} Hz, "
+                f"got {audio.shape}"
+            )
+        codec = self.audio_encoder
+        if dec.audio_channels == 2:  # as HF MusicGen: encode each channel, interleave left/right codebooks
+            left, right = np.asarray(codec.encode(audio[:, :1])), np.asarray(codec.encode(audio[:, 1:]))
+            codes = np.stack([left, right], axis=2).reshape(left.shape[0], -1, left.shape[2])
+        else:
+            codes = np.asarray(codec.encode(audio))
+        if codes.shape[1] != dec.num_codebooks:
+            raise ValueError(f"the codec gives {codes.shape[1]} codebooks, the decoder needs {dec.num_codebooks}")
+        return codes.reshape(-1, codes.shape[2])
 
 
-__all__ = ["MusicgenMelodyForConditionalGeneration", "MusicgenMelodyOutput", "conditioning"]
+@dataclasses.dataclass
+class GenerateOutput:
+    """What ``generate(..., return_dict_in_generate=True)`` returns: ``sequences`` the audio, ``audio_codes``."""
+
+    sequences: np.ndarray
+    audio_codes: np.ndarray
+
+    def __getitem__(self, key: str):
+        return getattr(self, key)
+
+
+_generation_prefix = jax.jit(conditioning.generation_prefix, static_argnames=("config", "use_cfg"))
+
+
+def _as_int_array(name: str, value, ndim: int) -> np.ndarray:
+    array = np.asarray(value)
+    if array.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {array.shape}")
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        if np.issubdtype(array.dtype, np.floating) and np.all(array == np.round(array)):
+            array = array.astype(np.int64)
+        else:
+            raise ValueError(f"{name} must hold integers, got dtype {array.dtype}")
+    return array.astype(np.int64)
+
+
+def _batch_of(input_ids, input_features, decoder_input_ids, num_codebooks, audio_prompt) -> int:
+    for name, value, per_row in (
+        ("input_ids", input_ids, 1),
+        ("input_features", input_features, 1),
+        ("decoder_input_ids", decoder_input_ids, num_codebooks),
+        ("audio_prompt", audio_prompt, 1),
+    ):
+        if value is not None:
+            shape = np.shape(value)
+            if not shape:
+                raise ValueError(f"{name} must be an array, got a scalar")
+            return shape[0] // per_row
+    return 1
+
+
+def _check_sampling(do_sample, top_k, top_p, temperature, guidance_scale) -> None:
+    if top_k is None or top_k < 0:
+        raise ValueError(f"top_k must be a non-negative int, got {top_k!r}")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+    if do_sample and not temperature > 0.0:
+        raise ValueError(f"temperature must be > 0 when sampling, got {temperature!r}")
+    if guidance_scale is not None and not np.isfinite(guidance_scale):
+        raise ValueError(f"guidance_scale must be finite, got {guidance_scale!r}")

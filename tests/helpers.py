@@ -5,12 +5,13 @@ Every builder saves with ``save_pretrained`` into a directory and returns it; ou
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
 
 TINY_T5 = dict(
-    vocab_size=64,
+    vocab_size=96,  # >= the 80 pieces of save_tiny_tokenizer
     d_model=16,
     d_kv=4,
     d_ff=24,
@@ -26,9 +27,9 @@ TINY_ENCODEC = dict(
     codebook_dim=8,
     upsampling_ratios=[2, 2],
     num_lstm_layers=1,
-    # HF: num_quantizers = 1000 * bandwidth // (frame_rate * 10); 320 kbps at 8000 frames/s gives 4 codebooks,
-    # one per decoder codebook, like the 32 kHz model's 2.2 kbps at 50 frames/s.
-    target_bandwidths=[320.0],
+    # HF: num_quantizers = 1000 * bandwidth // (frame_rate * log2(codebook_size)); 128 kbps at 8000 frames/s with
+    # 16-entry codebooks gives 4, one per decoder codebook, like the 32 kHz model (2.2 kbps, 50 frames/s, 2048).
+    target_bandwidths=[128.0],
     sampling_rate=32000,
     use_causal_conv=False,
     use_conv_shortcut=False,
@@ -78,3 +79,91 @@ def report(name: str, ours, ref) -> float:
     scale = float(np.max(np.abs(ref))) if ref.size else 0.0
     print(f"[parity] {name}: max abs err {err:.3e} (ref max abs {scale:.3e}, rel {err / max(scale, 1e-30):.3e})")
     return err
+
+
+# A small music-caption corpus for training tiny sentencepiece models.
+CORPUS = """a calm piano melody with soft strings
+an upbeat electronic dance track with heavy bass
+lofi hip hop beats to relax and study to
+eighties pop song with synthesizers and drums
+acoustic guitar ballad with warm vocals
+epic orchestral score with brass and choir
+jazz trio playing a slow blues in the night
+reggae groove with offbeat guitar and organ
+ambient drone with evolving textures
+rock anthem with distorted guitars and big drums
+classical string quartet in a minor key
+funky bass line with tight drums and horns
+happy ukulele tune for a summer day
+dark techno with pounding kick drum
+country song with fiddle and banjo
+cinematic trailer music with rising tension
+bossa nova with nylon guitar and brushes
+a sad violin solo over a quiet piano
+chiptune melody from an old video game
+the quick brown fox jumps over the lazy dog""".split("\n")
+
+
+def _train(folder, model_type="unigram", **extra):
+    import sentencepiece
+
+    os.makedirs(folder, exist_ok=True)
+    corpus = os.path.join(folder, "corpus.txt")
+    with open(corpus, "w") as f:
+        f.write("\n".join(CORPUS * 3))
+    # T5's layout: <pad> 0, </s> 1, <unk> 2, no <s>.
+    sentencepiece.SentencePieceTrainer.train(
+        input=corpus,
+        model_prefix=os.path.join(folder, "spiece"),
+        vocab_size=80,
+        model_type=model_type,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        pad_piece="<pad>",
+        eos_piece="</s>",
+        unk_piece="<unk>",
+        minloglevel=2,
+        **extra,
+    )
+    for name in ("corpus.txt", "spiece.vocab"):
+        os.remove(os.path.join(folder, name))
+    return folder
+
+
+def _write_config(folder, **config):
+    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "T5Tokenizer", **config}, f)
+    return folder
+
+
+def save_tiny_tokenizer(folder):
+    """A T5 sentencepiece tokenizer (vocab 80, T5's special ids) that ``transformers.AutoTokenizer`` loads."""
+    return _write_config(_train(os.fspath(folder)), extra_ids=0)
+
+
+def hf_generate(hf, **kwargs):
+    """HF ``generate``'s audio and the codes it handed to EnCodec ``(B, K, frames)``, captured by wrapping
+    ``hf.audio_encoder.decode`` (HF returns no codes). Stereo: left/right codebooks are interleaved back."""
+    import torch
+
+    captured = []
+    original = hf.audio_encoder.decode
+
+    def spy(codes, *args, **kw):
+        captured.append(codes[0].clone().numpy())
+        return original(codes, *args, **kw)
+
+    hf.audio_encoder.decode = spy
+    try:
+        with torch.no_grad():
+            audio = hf.generate(
+                **{k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+            )
+    finally:
+        hf.audio_encoder.decode = original
+    if len(captured) == 2:  # stereo: HF decodes even (left) then odd (right) codebooks
+        left, right = captured
+        return audio.numpy(), np.stack([left, right], axis=2).reshape(left.shape[0], -1, left.shape[2])
+    return audio.numpy(), captured[0]

@@ -8,31 +8,10 @@ import sys
 
 import numpy as np
 import pytest
-import sentencepiece
 from transformers import AutoTokenizer
 
 from musicgen_jax.tokenizer import T5TextTokenizer
-
-CORPUS = """a calm piano melody with soft strings
-an upbeat electronic dance track with heavy bass
-lofi hip hop beats to relax and study to
-eighties pop song with synthesizers and drums
-acoustic guitar ballad with warm vocals
-epic orchestral score with brass and choir
-jazz trio playing a slow blues in the night
-reggae groove with offbeat guitar and organ
-ambient drone with evolving textures
-rock anthem with distorted guitars and big drums
-classical string quartet in a minor key
-funky bass line with tight drums and horns
-happy ukulele tune for a summer day
-dark techno with pounding kick drum
-country song with fiddle and banjo
-cinematic trailer music with rising tension
-bossa nova with nylon guitar and brushes
-a sad violin solo over a quiet piano
-chiptune melody from an old video game
-the quick brown fox jumps over the lazy dog""".split("\n")
+from tests.helpers import CORPUS, _train, _write_config
 
 # Edge cases: specials written in the text, unknown characters (fused into one <unk>), NFKC normalization, runs of
 # whitespace, leading/trailing spaces, empty strings.
@@ -66,38 +45,6 @@ CALLS = [
     {"add_special_tokens": False, "padding": True},
     {"add_special_tokens": False, "truncation": "longest_first", "max_length": 3, "padding": True},
 ]
-
-
-def _train(folder, model_type="unigram", **extra):
-    os.makedirs(folder, exist_ok=True)
-    corpus = os.path.join(folder, "corpus.txt")
-    with open(corpus, "w") as f:
-        f.write("\n".join(CORPUS * 3))
-    # T5's layout: <pad> 0, </s> 1, <unk> 2, no <s>.
-    sentencepiece.SentencePieceTrainer.train(
-        input=corpus,
-        model_prefix=os.path.join(folder, "spiece"),
-        vocab_size=80,
-        model_type=model_type,
-        pad_id=0,
-        eos_id=1,
-        unk_id=2,
-        bos_id=-1,
-        pad_piece="<pad>",
-        eos_piece="</s>",
-        unk_piece="<unk>",
-        minloglevel=2,
-        **extra,
-    )
-    for name in ("corpus.txt", "spiece.vocab"):
-        os.remove(os.path.join(folder, name))
-    return folder
-
-
-def _write_config(folder, **config):
-    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
-        json.dump({"tokenizer_class": "T5Tokenizer", **config}, f)
-    return folder
 
 
 @pytest.fixture(scope="module")

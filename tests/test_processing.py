@@ -1,0 +1,74 @@
+"""`MusicgenMelodyProcessor`: tokenizer + feature extractor behind HF's call, and into `generate`."""
+
+import types
+
+import numpy as np
+import pytest
+from transformers import AutoTokenizer
+from transformers.models.musicgen_melody.processing_musicgen_melody import MusicgenMelodyProcessor as HFProcessor
+
+from musicgen_jax import MusicgenMelodyFeatureExtractor, MusicgenMelodyForConditionalGeneration, MusicgenMelodyProcessor
+from tests.helpers import save_hf_melody, save_tiny_tokenizer
+
+TEXTS = ["80s pop track with bassy drums and synth", "90s rock song with loud guitars and heavy drums", "piano"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path, _ = save_hf_melody(tmp_path_factory.mktemp("proc"))
+    save_tiny_tokenizer(path)
+    MusicgenMelodyFeatureExtractor().save_pretrained(path)
+    return path
+
+
+def test_text_matches_hf_tokenizer(checkpoint):
+    ours = MusicgenMelodyProcessor.from_pretrained(checkpoint)(text=TEXTS, padding=True, return_tensors="np")
+    ref = AutoTokenizer.from_pretrained(checkpoint)(TEXTS, padding=True, return_tensors="np")
+    np.testing.assert_array_equal(ours["input_ids"], ref["input_ids"])
+    np.testing.assert_array_equal(ours["attention_mask"], ref["attention_mask"])
+
+
+def test_audio_goes_through_the_feature_extractor(checkpoint):
+    processor = MusicgenMelodyProcessor.from_pretrained(checkpoint)
+    audio = [np.sin(np.arange(40000) * 0.05).astype(np.float32), np.sin(np.arange(70000) * 0.02).astype(np.float32)]
+    out = processor(text=TEXTS[:2], audio=audio, sampling_rate=32000, padding=True)
+    direct = processor.feature_extractor(audio, sampling_rate=32000, padding=True)
+    np.testing.assert_array_equal(out["input_features"], direct["input_features"])
+    assert out["input_features"].shape == (2, 1 + 70000 // 4096, 12)
+    assert out["input_ids"].shape[0] == 2
+
+
+def test_unconditional_inputs_are_hf_s(checkpoint):
+    ours = MusicgenMelodyProcessor.from_pretrained(checkpoint).get_unconditional_inputs(num_samples=3)
+    tok = AutoTokenizer.from_pretrained(checkpoint)
+    ref = tok([""] * 3, return_tensors="np", return_attention_mask=True)  # the lines HF's method runs
+    ref["attention_mask"][:] = 0
+    np.testing.assert_array_equal(ours["input_ids"], ref["input_ids"])
+    np.testing.assert_array_equal(ours["attention_mask"], ref["attention_mask"])
+
+
+def test_batch_decode_matches_hf(checkpoint):
+    processor = MusicgenMelodyProcessor.from_pretrained(checkpoint)
+    audio = np.random.default_rng(0).standard_normal((2, 1, 10)).astype(np.float32)
+    mask = np.array([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]])
+    # HF's processor class needs torchaudio to be built; its _decode_audio only reads feature_extractor.padding_value.
+    stand_in = types.SimpleNamespace(feature_extractor=types.SimpleNamespace(padding_value=0.0))
+    ref = HFProcessor._decode_audio(stand_in, audio, attention_mask=mask)
+    got = processor.batch_decode(audio, attention_mask=mask)
+    for g, r in zip(got, ref, strict=True):
+        np.testing.assert_array_equal(g, np.asarray(r))
+
+
+def test_processor_output_feeds_generate(checkpoint):
+    processor = MusicgenMelodyProcessor.from_pretrained(checkpoint)
+    model = MusicgenMelodyForConditionalGeneration.from_pretrained(checkpoint)
+    melody = np.sin(np.arange(9000) * 0.03).astype(np.float32)
+    inputs = processor(text=TEXTS[:2], audio=[melody, melody], sampling_rate=32000, padding=True)
+    audio = model.generate(**inputs, max_new_tokens=8, do_sample=True, guidance_scale=3.0, seed=0)
+    assert audio.shape == (2, 1, (8 + 1 - 4) * model.config.audio_encoder.hop_length)
+    assert audio.dtype == np.float32 and np.isfinite(audio).all()
+
+
+def test_unknown_argument_is_named(checkpoint):
+    with pytest.raises(ValueError, match="return_token_type_ids"):
+        MusicgenMelodyProcessor.from_pretrained(checkpoint)(text=TEXTS, return_token_type_ids=True)
