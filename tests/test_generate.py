@@ -1,9 +1,11 @@
 """`generate` end to end against HF `MusicgenMelodyForConditionalGeneration.generate` (greedy, float32)."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from musicgen_jax import MusicgenMelodyForConditionalGeneration
+from musicgen_jax import MusicgenMelodyForConditionalGeneration, sampling
 from tests.helpers import hf_generate, report, save_hf_melody
 
 
@@ -43,24 +45,27 @@ def _compare(name, ours, hf_audio, hf_codes):
     assert err <= 1e-4 * max(1.0, np.abs(hf_audio).max())
 
 
+# (batch, guidance_scale, chroma frames or None, text?); 40 greedy steps each.
 CASES = {
-    "text, cfg 3": dict(text=True, guidance_scale=3.0),
-    "text + melody, cfg 3": dict(text=True, frames=9, guidance_scale=3.0),
-    "text + long melody (truncated), cfg 2": dict(text=True, frames=300, guidance_scale=2.0),
-    "text, no cfg": dict(text=True, guidance_scale=1.0),
-    "melody only, cfg 3": dict(frames=5, guidance_scale=3.0),
+    "batch 1, text, cfg 3": (1, 3.0, None, True),
+    "padded batch 3, text, cfg 3": (3, 3.0, None, True),
+    "padded batch 3, text, no cfg": (3, 1.0, None, True),
+    "batch 2, text + melody, cfg 3": (2, 3.0, 9, True),
+    "batch 1, text + melody, no cfg": (1, 1.0, 6, True),
+    "batch 2, text + long melody (truncated), cfg 2": (2, 2.0, 300, True),
+    "batch 2, melody only, cfg 3": (2, 3.0, 5, False),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_greedy_generate_matches_hf(mono, case):
     hf, ours = mono
-    spec = CASES[case]
-    kwargs = dict(do_sample=False, max_new_tokens=12, guidance_scale=spec["guidance_scale"])
-    if spec.get("text"):
-        kwargs["input_ids"], kwargs["attention_mask"] = _text()
-    if spec.get("frames"):
-        kwargs["input_features"] = _chroma(2, spec["frames"])
+    batch, scale, frames, text = CASES[case]
+    kwargs = dict(do_sample=False, max_new_tokens=40, guidance_scale=scale)
+    if text:
+        kwargs["input_ids"], kwargs["attention_mask"] = _text(batch)
+    if frames:
+        kwargs["input_features"] = _chroma(batch, frames)
     hf_audio, hf_codes = hf_generate(hf, **kwargs)
     ours = ours.generate(**kwargs, return_dict_in_generate=True)
     _compare(case, ours, hf_audio, hf_codes)
@@ -70,10 +75,10 @@ def test_unconditional_inputs_match_hf(mono):
     hf, ours = mono
     # what processor.get_unconditional_inputs gives: the tokenized empty text (just </s> = 1), mask all zero
     kwargs = dict(input_ids=np.ones((2, 1), np.int64), attention_mask=np.zeros((2, 1), np.int64))
-    hf_audio, hf_codes = hf_generate(hf, do_sample=False, max_new_tokens=10, guidance_scale=3.0, **kwargs)
+    hf_audio, hf_codes = hf_generate(hf, do_sample=False, max_new_tokens=40, guidance_scale=3.0, **kwargs)
     _compare(
         "unconditional",
-        ours.generate(**kwargs, do_sample=False, max_new_tokens=10, guidance_scale=3.0, return_dict_in_generate=True),
+        ours.generate(**kwargs, do_sample=False, max_new_tokens=40, guidance_scale=3.0, return_dict_in_generate=True),
         hf_audio,
         hf_codes,
     )
@@ -88,7 +93,7 @@ def test_prompt_codes_continuation_matches_hf(mono):
         attention_mask=mask,
         decoder_input_ids=prompt,
         do_sample=False,
-        max_new_tokens=9,
+        max_new_tokens=40,
         guidance_scale=3.0,
     )
     hf_audio, hf_codes = hf_generate(hf, **kwargs)
@@ -103,7 +108,7 @@ def test_stereo_matches_hf(stereo):
         attention_mask=mask,
         input_features=_chroma(2, 4),
         do_sample=False,
-        max_new_tokens=11,
+        max_new_tokens=40,
         guidance_scale=3.0,
     )
     hf_audio, hf_codes = hf_generate(hf, **kwargs)
@@ -162,3 +167,47 @@ def test_bad_generate_arguments_name_the_problem(mono, kwargs, match):
     ids, mask = _text()
     with pytest.raises(ValueError, match=match):
         ours.generate(ids, mask, **{"max_new_tokens": 8, **kwargs})
+
+
+def test_top_k_1_equals_greedy(mono):
+    _, ours = mono
+    ids, mask = _text()
+    greedy = ours.generate(
+        ids, mask, do_sample=False, max_new_tokens=12, guidance_scale=3.0, return_dict_in_generate=True
+    )
+    top1 = ours.generate(
+        ids,
+        mask,
+        do_sample=True,
+        top_k=1,
+        temperature=0.7,
+        max_new_tokens=12,
+        guidance_scale=3.0,
+        seed=3,
+        return_dict_in_generate=True,
+    )
+    np.testing.assert_array_equal(top1.audio_codes, greedy.audio_codes)
+
+
+@pytest.mark.parametrize("top_k", [1, 3, 7])
+def test_top_k_never_draws_outside_the_k_best(top_k):
+    logits = jnp.asarray(np.random.default_rng(top_k).standard_normal((64, 40)), jnp.float32)
+    knobs = sampling.SamplingParams(jnp.float32(1.5), jnp.float32(1.0), jnp.float32(1.0))
+    keys = jax.random.split(jax.random.PRNGKey(0), 200)
+    draws = jax.vmap(lambda k: sampling.choose(logits, knobs, k, do_sample=True, top_k=top_k, use_top_p=False))(keys)
+    best = np.argsort(-np.asarray(logits), axis=-1)[:, :top_k]  # (64, k)
+    inside = (np.asarray(draws)[:, :, None] == best[None]).any(-1)
+    assert inside.all()
+    assert len(np.unique(np.asarray(draws))) > 1
+
+
+def test_repeat_calls_do_not_recompile(mono):
+    _, ours = mono
+    ids, mask = _text()
+    kw = dict(do_sample=True, top_k=5, guidance_scale=3.0, max_new_tokens=10, input_features=_chroma(2, 5))
+    ours.generate(ids, mask, seed=1, **kw)
+    compiled = sampling.decode._cache_size()
+    other_ids = (ids + 1) % 64  # other prompt content, same shapes
+    ours.generate(other_ids, mask, seed=2, **kw)
+    ours.generate(ids, mask, seed=3, **{**kw, "top_p": 0.8, "temperature": 0.9, "guidance_scale": 4.0})
+    assert sampling.decode._cache_size() == compiled
