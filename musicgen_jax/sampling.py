@@ -10,6 +10,7 @@ No Python runs per step. Only the delay pattern (a small integer table) is built
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import NamedTuple
 
@@ -147,6 +148,75 @@ class DecodeState(NamedTuple):
     rng: jax.Array
 
 
+@dataclasses.dataclass(frozen=True)
+class LoopSpec:
+    """Everything static about one generation (hashable: part of the compiled program's key)."""
+
+    config: DecoderConfig
+    max_length: int
+    do_sample: bool
+    top_k: int
+    use_top_p: bool
+    use_cfg: bool
+
+
+def _run(decoder_params, spec: LoopSpec, ids_BKT, cache, index, prefix=None):
+    """One decoder pass over ``ids_BKT`` (duplicated for CFG) at cache ``index``; last-position logits."""
+    ids = jnp.concatenate([ids_BKT, ids_BKT], axis=0) if spec.use_cfg else ids_BKT
+    logits, cache = Decoder(spec.config).apply({"params": decoder_params}, ids, prefix, cache=cache, cache_index=index)
+    return logits[:, :, -1].astype(jnp.float32), cache
+
+
+def _sample(state: DecodeState, pattern_BKT, sampling: SamplingParams, spec: LoopSpec):
+    """The ids for position ``state.step``: guided, processed, drawn, then forced by the delay pattern."""
+    B, K, _ = state.tokens_BKT.shape
+    logits = state.logits_BKV
+    if spec.use_cfg:
+        logits = guide(logits, sampling.guidance_scale)
+    rng, key = jax.random.split(state.rng)
+    ids = choose(
+        logits.reshape(B * K, -1), sampling, key, do_sample=spec.do_sample, top_k=spec.top_k, use_top_p=spec.use_top_p
+    )
+    forced_BK = jax.lax.dynamic_index_in_dim(pattern_BKT, state.step, axis=2, keepdims=False)
+    return jnp.where(forced_BK == -1, ids.reshape(B, K), forced_BK).astype(jnp.int32), rng
+
+
+def _prefill(decoder_params, prefix_BPD, prompt_BKS, rng, spec: LoopSpec) -> DecodeState:
+    """The prefix and every fixed position in one pass into a fresh cache; the last logits predict position S."""
+    B, K, S = prompt_BKS.shape
+    P = 0 if prefix_BPD is None else prefix_BPD.shape[1]
+    dtype = jax.tree_util.tree_leaves(decoder_params)[0].dtype
+    cache = KVCache.zeros(spec.config, 2 * B if spec.use_cfg else B, P + spec.max_length, dtype)
+    tokens = jnp.zeros((B, K, spec.max_length), jnp.int32).at[:, :, :S].set(prompt_BKS.astype(jnp.int32))
+    logits, cache = _run(decoder_params, spec, tokens[:, :, :S], cache, 0, prefix_BPD)
+    return DecodeState(jnp.asarray(S, jnp.int32), tokens, cache, logits, rng)
+
+
+def _advance(decoder_params, state: DecodeState, pattern_BKT, sampling, spec: LoopSpec, num_steps: int):
+    """``num_steps`` scan steps: sample position ``step``, write it, run it through the decoder."""
+    prefix_len = state.cache.k.shape[2] - spec.max_length
+
+    def step(state: DecodeState, _):
+        ids_BK, rng = _sample(state, pattern_BKT, sampling, spec)
+        tokens = jax.lax.dynamic_update_index_in_dim(state.tokens_BKT, ids_BK, state.step, axis=2)
+        logits, cache = _run(decoder_params, spec, ids_BK[:, :, None], state.cache, prefix_len + state.step)
+        return DecodeState(state.step + 1, tokens, cache, logits, rng), None
+
+    if num_steps > 0:
+        state, _ = jax.lax.scan(step, state, None, length=num_steps)
+    return state
+
+
+def _finish(state: DecodeState, pattern_BKT, sampling, spec: LoopSpec):
+    """The last position needs a sample but no forward pass after it."""
+    ids_BK, _ = _sample(state, pattern_BKT, sampling, spec)
+    return jax.lax.dynamic_update_index_in_dim(state.tokens_BKT, ids_BK, state.step, axis=2)
+
+
+def _spec(config, max_length, do_sample, top_k, use_top_p, use_cfg) -> LoopSpec:
+    return LoopSpec(config, int(max_length), bool(do_sample), int(top_k), bool(use_top_p), bool(use_cfg))
+
+
 @functools.partial(
     jax.jit,
     static_argnames=("config", "max_length", "do_sample", "top_k", "use_top_p", "use_cfg"),
@@ -166,7 +236,7 @@ def decode(
     use_top_p: bool,
     use_cfg: bool,
 ):
-    """Generates the full delayed code buffer ``(B, K, max_length)`` int32.
+    """Generates the full delayed code buffer ``(B, K, max_length)`` int32, as one compiled program.
 
     Args:
       decoder_params: the ``decoder`` parameter subtree.
@@ -176,43 +246,69 @@ def decode(
       rng: a PRNG key (unused when greedy).
       sampling: temperature / top_p / guidance_scale as arrays.
     """
-    B, K, S = prompt_BKS.shape
-    P = 0 if prefix_BPD is None else prefix_BPD.shape[1]
-    rows = 2 * B if use_cfg else B
-    decoder = Decoder(config)
-    dtype = jax.tree_util.tree_leaves(decoder_params)[0].dtype
+    if max_length <= prompt_BKS.shape[2]:
+        raise ValueError(f"max_length {max_length} leaves nothing to generate after {prompt_BKS.shape[2]} positions")
+    spec = _spec(config, max_length, do_sample, top_k, use_top_p, use_cfg)
+    state = _prefill(decoder_params, prefix_BPD, prompt_BKS, rng, spec)
+    state = _advance(decoder_params, state, pattern_BKT, sampling, spec, max_length - prompt_BKS.shape[2] - 1)
+    return _finish(state, pattern_BKT, sampling, spec)
 
-    def run(ids_BKT, cache, index, prefix=None):
-        ids = jnp.concatenate([ids_BKT, ids_BKT], axis=0) if use_cfg else ids_BKT
-        logits, cache = decoder.apply({"params": decoder_params}, ids, prefix, cache=cache, cache_index=index)
-        return logits[:, :, -1].astype(jnp.float32), cache
 
-    def sample(state: DecodeState) -> tuple[jax.Array, jax.Array]:
-        logits = state.logits_BKV
-        if use_cfg:
-            logits = guide(logits, sampling.guidance_scale)
-        rng, key = jax.random.split(state.rng)
-        ids_BK = choose(logits.reshape(B * K, -1), sampling, key, do_sample=do_sample, top_k=top_k, use_top_p=use_top_p)
-        forced_BK = jax.lax.dynamic_index_in_dim(pattern_BKT, state.step, axis=2, keepdims=False)
-        ids_BK = jnp.where(forced_BK == -1, ids_BK.reshape(B, K), forced_BK).astype(jnp.int32)
-        return ids_BK, rng
+_prefill_jit = jax.jit(_prefill, static_argnames=("spec",))
+_advance_jit = jax.jit(_advance, static_argnames=("spec", "num_steps"), donate_argnames=("state",))
+_finish_jit = jax.jit(_finish, static_argnames=("spec",))
 
-    # Prefill: the prefix and every fixed position in one pass; the last position's logits predict position S.
-    cache = KVCache.zeros(config, rows, P + max_length, dtype)
-    tokens = jnp.zeros((B, K, max_length), jnp.int32).at[:, :, :S].set(prompt_BKS.astype(jnp.int32))
-    logits, cache = run(tokens[:, :, :S], cache, 0, prefix_BPD)
-    state = DecodeState(jnp.asarray(S, jnp.int32), tokens, cache, logits, rng)
 
-    def step(state: DecodeState, _):
-        ids_BK, rng = sample(state)
-        tokens = jax.lax.dynamic_update_index_in_dim(state.tokens_BKT, ids_BK, state.step, axis=2)
-        logits, cache = run(ids_BK[:, :, None], state.cache, P + state.step)
-        return DecodeState(state.step + 1, tokens, cache, logits, rng), None
+def decode_in_chunks(
+    decoder_params,
+    prefix_BPD,
+    prompt_BKS,
+    pattern_BKT,
+    rng,
+    sampling: SamplingParams,
+    *,
+    chunk: int = 32,
+    on_chunk=None,
+    **static,
+):
+    """:func:`decode` run as compiled chunks of ``chunk`` steps, calling ``on_chunk(steps_done, steps_total)`` on the
+    host between chunks (a progress bar). Same result as :func:`decode`; one host sync per chunk, none per step.
 
-    num_steps = max_length - S
-    if num_steps > 1:
-        state, _ = jax.lax.scan(step, state, None, length=num_steps - 1)
-    if num_steps > 0:  # the last position needs a sample but no forward pass after it
-        ids_BK, _ = sample(state)
-        return jax.lax.dynamic_update_index_in_dim(state.tokens_BKT, ids_BK, state.step, axis=2)
-    return state.tokens_BKT
+    Returns ``(tokens_BKT, compile_seconds)``: the time spent compiling (measured with ahead-of-time lowering).
+    """
+    import time
+
+    spec = _spec(**static)
+    total = spec.max_length - prompt_BKS.shape[2]
+    if total <= 0:
+        raise ValueError(
+            f"max_length {spec.max_length} leaves nothing to generate after {prompt_BKS.shape[2]} positions"
+        )
+    compile_seconds = 0.0
+
+    def compiled(fn, *args, **kw):
+        nonlocal compile_seconds
+        t0 = time.perf_counter()
+        exe = fn.lower(*args, **kw).compile()
+        compile_seconds += time.perf_counter() - t0
+        return exe
+
+    state = compiled(_prefill_jit, decoder_params, prefix_BPD, prompt_BKS, rng, spec=spec)(
+        decoder_params, prefix_BPD, prompt_BKS, rng
+    )
+    executables = {}
+    done, remaining = 1, total - 1  # the prefill's logits give the first position
+    while remaining > 0:
+        n = min(chunk, remaining)
+        if n not in executables:
+            executables[n] = compiled(
+                _advance_jit, decoder_params, state, pattern_BKT, sampling, spec=spec, num_steps=n
+            )
+        state = executables[n](decoder_params, state, pattern_BKT, sampling)
+        remaining -= n
+        done += n
+        if on_chunk is not None:
+            jax.block_until_ready(state.step)
+            on_chunk(done, total)
+    tokens = compiled(_finish_jit, state, pattern_BKT, sampling, spec=spec)(state, pattern_BKT, sampling)
+    return tokens, compile_seconds

@@ -158,3 +158,25 @@ def test_same_seed_same_codes_different_seed_different_codes(mono):
     c = _greedy_codes(ours, prefix, 16, seed=2, do_sample=True, top_k=8, top_p=0.9, temperature=1.3)
     np.testing.assert_array_equal(a, b)
     assert (a != c).any()
+
+
+def test_chunked_decode_equals_one_program(mono):
+    _, ours = mono
+    cfg = ours.config.decoder
+    prefix = jnp.asarray(np.random.default_rng(7).standard_normal((4, 5, 12)), jnp.float32)  # CFG: 2 x batch 2
+    ids = np.full((2, cfg.num_codebooks, 1), cfg.pad_token_id)
+    fixed, pattern = sampling.build_delay_pattern(ids, cfg.pad_token_id, 15, cfg.audio_channels)
+    args = (
+        ours.params["decoder"],
+        prefix,
+        jnp.asarray(fixed),
+        jnp.asarray(pattern),
+        jax.random.PRNGKey(3),
+        sampling.SamplingParams(jnp.float32(1.1), jnp.float32(0.9), jnp.float32(3.0)),
+    )
+    static = dict(config=cfg, max_length=15, do_sample=True, top_k=6, use_top_p=True, use_cfg=True)
+    whole = sampling.decode(*args, **static)
+    seen = []
+    chunked, compile_s = sampling.decode_in_chunks(*args, chunk=4, on_chunk=lambda d, t: seen.append((d, t)), **static)
+    np.testing.assert_array_equal(np.asarray(chunked), np.asarray(whole))
+    assert seen == [(5, 14), (9, 14), (13, 14), (14, 14)] and compile_s > 0
