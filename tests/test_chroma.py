@@ -170,6 +170,41 @@ def melody(num_samples: int, sampling_rate: int = 32000, seed: int = 0, noise: f
     return (x + noise * rng.standard_normal(num_samples)).astype(np.float32)
 
 
+def _pitch_class(freq):
+    """Pitch class (C = 0) of the nearest equal-tempered note, A4 = 440 Hz, elementwise."""
+    return np.round(12 * np.log2(np.asarray(freq) / 440.0) + 9).astype(int) % 12
+
+
+def chords(num_samples: int, sampling_rate: int = 32000, seed: int = 0, noise: float = 0.02):
+    """A random major or minor triad every 0.5 s, notes in random octaves (inversions) at random loudness, each a sine
+    with three harmonics, plus white noise. Returns float32 (L,) and the chord's pitch classes per sample (L, 3)."""
+    rng = np.random.default_rng(seed)
+    chord_len = sampling_rate // 2
+    chord = np.arange(num_samples) // chord_len
+    num_chords = chord[-1] + 1
+    roots = 45 + rng.integers(0, 24, num_chords)  # A2 .. G#4
+    intervals = np.stack([np.zeros(num_chords, int), rng.choice([3, 4], num_chords), np.full(num_chords, 7)], 1)
+    pitches = roots[:, None] + intervals + 12 * rng.integers(0, 2, (num_chords, 3))
+    loudness = rng.uniform(0.4, 1.0, (num_chords, 3))
+    x = np.zeros(num_samples)
+    for note in range(3):
+        freq = 440.0 * 2.0 ** ((pitches[chord, note] - 69) / 12)
+        phase = 2 * np.pi * np.cumsum(freq) / sampling_rate
+        x += loudness[chord, note] * sum(np.sin(k * phase) / k for k in (1, 2, 3))
+    audio = 0.2 * x + noise * rng.standard_normal(num_samples)
+    return audio.astype(np.float32), (pitches % 12)[chord]
+
+
+def log_sweep(num_samples: int, sampling_rate: int = 32000, low: float = 55.0, high: float = 3520.0):
+    """An exponential sine sweep from ``low`` to ``high`` Hz (A1 to A7 by default). Returns float32 (L,) and the
+    instantaneous frequency per sample (L,)."""
+    duration = num_samples / sampling_rate
+    rate = math.log(high / low) / duration
+    t = np.arange(num_samples) / sampling_rate
+    phase = 2 * np.pi * low / rate * np.expm1(rate * t)
+    return (0.5 * np.sin(phase)).astype(np.float32), low * np.exp(rate * t)
+
+
 def compare(name, ours_fe, hf_fe, audio, hf_audio=None, **kwargs):
     """Runs HF's and our extractor on the same input; asserts identical one-hots and masks, pre-argmax within tol."""
     hf_chroma = {}
@@ -293,6 +328,43 @@ def test_mono_clip(hf_module):
     ours, hf = make_pair(hf_module)
     out, _ = compare("mono 3.3 s", ours, hf, melody(105600 + 123), sampling_rate=32000)
     assert out["input_features"].shape == (1, 1 + (105600 + 123) // 4096, 12)
+
+
+# 5 s and an odd sample count; both signals share it (one compile of our extractor).
+LONG_ODD = 5 * 32000 + 321
+
+
+def _centre_labels(labels, hop_length, num_frames):
+    """The per-sample ``labels`` at each STFT frame's centre (sample ``t * hop_length``, torch's center=True)."""
+    return labels[np.minimum(np.arange(num_frames) * hop_length, len(labels) - 1)]
+
+
+def test_chords(hf_module):
+    ours, hf = make_pair(hf_module)
+    audio, chord_classes = chords(LONG_ODD, seed=21)
+    out, _ = compare("triads every 0.5 s, 5 s + 321 samples", ours, hf, audio, sampling_rate=32000)
+    # Independent of HF (a check on the signal, not the parity): the frames mostly name a note of the sounding chord;
+    # a 0.5 s window straddles chord changes, so not all of them.
+    found = out["input_features"][0].argmax(-1)
+    expected = _centre_labels(chord_classes, ours.hop_length, len(found))
+    in_chord = float(np.mean(np.any(found[:, None] == expected, axis=-1)))
+    print(f"[signal] chords: {in_chord:.2f} of frames name a note of the chord at the frame centre")
+    assert in_chord >= 0.9
+
+
+def test_log_sine_sweep(hf_module):
+    ours, hf = make_pair(hf_module)
+    audio, freq = log_sweep(LONG_ODD)
+    out, _ = compare("log sine sweep 55-3520 Hz (6 octaves), 5 s + 321 samples", ours, hf, audio, sampling_rate=32000)
+    # Independent of HF: the sweep walks through the pitch classes in order; each frame names the pitch class at its
+    # centre, give or take one semitone (the window spans about a third of an octave of the sweep); not checked in the
+    # frames whose window reaches into the reflect padding (n_fft // 2 = 2 hops at each end), which reflects the sweep.
+    found = out["input_features"][0].argmax(-1)
+    expected = _pitch_class(_centre_labels(freq, ours.hop_length, len(found)))
+    off = np.abs((found - expected + 6) % 12 - 6)
+    print(f"[signal] sweep: frames off by 0, 1, ... semitones: {np.bincount(off)}; edge frames {off[:2]} {off[-2:]}")
+    assert np.all(off[2:-2] <= 1)
+    assert len(set(found)) == 12
 
 
 def test_white_noise_and_float64_list(hf_module):

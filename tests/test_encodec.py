@@ -2,6 +2,7 @@
 
 Each config covers several HF code paths at once (see CONFIGS); every config is run at batch 2 on an input whose
 length is not a multiple of the hop and on one shorter than the first conv's padding (HF's reflect-padding quirk).
+FULL_LAYOUTS are the 32 kHz and 24 kHz codecs' real layouts (fewer filters), run on 0.4 s of audio.
 """
 
 import functools
@@ -87,7 +88,8 @@ def _perturb(hf, seed):
     with torch.no_grad():
         for p in hf.parameters():
             p.add_(0.05 * torch.randn_like(p))
-        audio = torch.randn(4, cfg.audio_channels, 32 * cfg.hop_length)
+        frames = max(32, -(-cfg.codebook_size // 4))  # per item: 4 items give at least one frame per codeword
+        audio = torch.randn(4, cfg.audio_channels, frames * cfg.hop_length)
         residual = hf.encoder(audio).permute(0, 2, 1).reshape(-1, cfg.hidden_size)
         for layer in hf.quantizer.layers:
             book = layer.codebook
@@ -114,22 +116,27 @@ def _to_old_weight_norm_spelling(src, dst):
     save_file(renamed, os.path.join(dst, "model.safetensors"), metadata={"format": "pt"})
 
 
-@pytest.fixture(scope="module")
-def codecs(tmp_path_factory):
-    """name -> (HF EncodecModel, our EncodecModel); built once per module."""
+def _build(tmp_path_factory, name, kwargs, seed, old_spelling=False):
+    """A perturbed random HF ``EncodecModel`` saved by transformers, and ours loaded from its files."""
     from transformers import EncodecConfig as HFConfig
     from transformers import EncodecModel as HFModel
 
+    torch.manual_seed(seed)
+    hf = _perturb(HFModel(HFConfig(**kwargs)).eval(), seed)
+    path = os.fspath(tmp_path_factory.mktemp(name))
+    hf.save_pretrained(path)
+    if old_spelling:
+        _to_old_weight_norm_spelling(path, path + "-old")
+        path = path + "-old"
+    return hf, EncodecModel.from_pretrained(path)
+
+
+@pytest.fixture(scope="module")
+def codecs(tmp_path_factory):
+    """name -> (HF EncodecModel, our EncodecModel); built once per module."""
     out = {}
     for seed, (name, kwargs) in enumerate(CONFIGS.items()):
-        torch.manual_seed(seed)
-        hf = _perturb(HFModel(HFConfig(**kwargs)).eval(), seed)
-        path = os.fspath(tmp_path_factory.mktemp(name))
-        hf.save_pretrained(path)
-        if "old-wn" in name:
-            _to_old_weight_norm_spelling(path, path + "-old")
-            path = path + "-old"
-        out[name] = (hf, EncodecModel.from_pretrained(path))
+        out[name] = _build(tmp_path_factory, name, kwargs, seed, old_spelling="old-wn" in name)
 
     # The codec of a MusicGen Melody checkpoint: HF keys under `audio_encoder.`, read through our prefixed table.
     path, melody = save_hf_melody(tmp_path_factory.mktemp("melody"), audio=MELODY_AUDIO)
@@ -167,23 +174,18 @@ def _embeddings(params, audio_BCT, config):
     return Encodec(config).apply({"params": params}, audio_BCT.transpose(0, 2, 1), method=lambda m, x: m.encoder(x))
 
 
-@pytest.mark.parametrize("length", LENGTHS)
-@pytest.mark.parametrize("name", NAMES)
-def test_encode_decode_match_hf(codecs, name, length):
-    hf, ours = codecs[name]
+def _assert_parity(name, hf, ours, audio, bandwidth, check_embeddings):
+    """Codes and scales equal to HF's, HF's codes decoded within 1e-4 of the reference's scale; prints errors."""
     cfg = ours.config
-    audio = np.random.default_rng(length).standard_normal((2, cfg.audio_channels, length)).astype(np.float32)
-    # The long input at the largest bandwidth (all codebooks), the short one at HF's default (the first bandwidth).
-    bandwidth = cfg.target_bandwidths[-1] if length == LENGTHS[0] else None
-
+    length = audio.shape[-1]
     ref_codes, ref_scale = _hf_encode(hf, audio, bandwidth)
     codes, scale = ours.encode(audio, bandwidth=bandwidth, return_scales=True)
     codes = np.asarray(codes)
     assert codes.dtype == np.int32 and codes.shape == ref_codes.shape
-    assert codes.shape == (2, ours.num_quantizers(bandwidth), -(-length // cfg.hop_length))
+    assert codes.shape == (audio.shape[0], ours.num_quantizers(bandwidth), -(-length // cfg.hop_length))
     agree = float(np.mean(codes == ref_codes))
     print(
-        f"[parity] codes {name} T={length}: shape {codes.shape}, agreement {agree:.4f}, "
+        f"[parity] codes {name} T={length} bandwidth={bandwidth}: shape {codes.shape}, agreement {agree:.4f}, "
         f"{len(np.unique(ref_codes))} distinct codes"
     )
     assert agree == 1.0
@@ -192,7 +194,7 @@ def test_encode_decode_match_hf(codecs, name, length):
     else:
         assert scale is None and ref_scale is None
 
-    if length == LENGTHS[0]:  # the continuous encoder output, before quantization
+    if check_embeddings:  # the continuous encoder output, before quantization
         normalized = audio if ref_scale is None else audio / ref_scale[:, :, None]
         with torch.no_grad():
             ref_emb = hf.encoder(torch.from_numpy(normalized)).numpy().transpose(0, 2, 1)
@@ -201,9 +203,79 @@ def test_encode_decode_match_hf(codecs, name, length):
 
     ref_audio = _hf_decode(hf, ref_codes, ref_scale)
     got = np.asarray(ours.decode(ref_codes, ref_scale))
-    assert got.dtype == np.float32 and got.shape == (2, cfg.audio_channels, codes.shape[-1] * cfg.hop_length)
-    err = report(f"decoded audio {name} T={length}", got, ref_audio)
+    assert got.dtype == np.float32
+    assert got.shape == (audio.shape[0], cfg.audio_channels, codes.shape[-1] * cfg.hop_length)
+    err = report(f"decoded audio {name} T={length} bandwidth={bandwidth}", got, ref_audio)
     assert err <= 1e-4 * np.abs(ref_audio).max()
+
+
+@pytest.mark.parametrize("length", LENGTHS)
+@pytest.mark.parametrize("name", NAMES)
+def test_encode_decode_match_hf(codecs, name, length):
+    hf, ours = codecs[name]
+    audio = np.random.default_rng(length).standard_normal((2, ours.config.audio_channels, length)).astype(np.float32)
+    # The long input at the largest bandwidth (all codebooks), the short one at HF's default (the first bandwidth).
+    bandwidth = ours.config.target_bandwidths[-1] if length == LENGTHS[0] else None
+    _assert_parity(name, hf, ours, audio, bandwidth, check_embeddings=length == LENGTHS[0])
+
+
+# The released codecs' layouts (strides, hop, hidden size, codebook size, LSTM depth, padding, shortcut) with 16
+# filters instead of their 64 / 32 to keep CI fast: name -> (HF config, samples, {bandwidth: codebooks}).
+RELEASED = dict(
+    hidden_size=128, num_filters=16, compress=2, num_lstm_layers=2, pad_mode="reflect", norm_type="weight_norm"
+)
+FULL_LAYOUTS = {
+    # MusicGen's 32 kHz codec: hop 640, 4 codebooks of 2048 at 2.2 kbps, non-causal, identity shortcut.
+    "32khz-layout": (
+        dict(
+            RELEASED,
+            upsampling_ratios=[8, 5, 4, 4],
+            codebook_size=2048,
+            use_causal_conv=False,
+            use_conv_shortcut=False,
+            target_bandwidths=[2.2],
+            sampling_rate=32000,
+        ),
+        12923,  # 0.40 s: 20 hops + 123 samples
+        {2.2: 4},
+    ),
+    # facebook/encodec_24khz: hop 320, causal, conv shortcut; 2 / 4 / 8 codebooks of 1024.
+    "24khz-causal-layout": (
+        dict(
+            RELEASED,
+            upsampling_ratios=[8, 5, 4, 2],
+            codebook_size=1024,
+            use_causal_conv=True,
+            use_conv_shortcut=True,
+            target_bandwidths=[1.5, 3.0, 6.0],
+            sampling_rate=24000,
+        ),
+        9677,  # 0.40 s: 30 hops + 77 samples
+        {1.5: 2, 6.0: 8},
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def full_layout_codecs(tmp_path_factory):
+    return {
+        name: _build(tmp_path_factory, name, kwargs, 10 + i)
+        for i, (name, (kwargs, _, _)) in enumerate(FULL_LAYOUTS.items())
+    }
+
+
+@pytest.mark.parametrize("name", FULL_LAYOUTS)
+def test_full_layouts_match_hf(full_layout_codecs, name):
+    hf, ours = full_layout_codecs[name]
+    kwargs, length, codebooks = FULL_LAYOUTS[name]
+    hop = ours.config.hop_length
+    assert hop == np.prod(kwargs["upsampling_ratios"]) and length % hop != 0  # the last frame is partial
+    audio = np.random.default_rng(length).standard_normal((2, 1, length)).astype(np.float32)
+    for i, (bandwidth, num_codebooks) in enumerate(codebooks.items()):
+        assert (
+            ours.num_quantizers(bandwidth) == hf.quantizer.get_num_quantizers_for_bandwidth(bandwidth) == num_codebooks
+        )
+        _assert_parity(name, hf, ours, audio, bandwidth, check_embeddings=i == 0)
 
 
 def test_real_32khz_layout_converts_from_both_spellings():
