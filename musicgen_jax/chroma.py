@@ -359,7 +359,11 @@ class MusicgenMelodyFeatureExtractor:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> MusicgenMelodyFeatureExtractor:
-        """Reads ``path/preprocessor_config.json`` (or ``path`` itself when it is a JSON file), strictly."""
+        """Reads ``path/preprocessor_config.json`` (``path`` a directory, a JSON file or a Hub id), strictly."""
+        if not os.path.isfile(path):
+            from musicgen_jax import hub
+
+            path = hub.resolve(path)
         file = os.path.join(path, FEATURE_EXTRACTOR_NAME) if os.path.isdir(path) else os.fspath(path)
         return cls.from_dict(read_json(file), where=file)
 

@@ -331,6 +331,22 @@ class MusicgenMelodyConfig:
         file = os.path.join(path, "config.json") if os.path.isdir(path) else os.fspath(path)
         return cls.from_hf(read_json(file), where=file)
 
+    def to_hf(self) -> dict:
+        """A HF ``config.json`` dict that :meth:`from_hf` (and transformers) read back to this config."""
+
+        def plain(config, model_type):
+            data = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+            return {"model_type": model_type, **data}
+
+        return {
+            "model_type": "musicgen_melody",
+            "text_encoder": plain(self.text_encoder, "t5"),
+            "audio_encoder": plain(self.audio_encoder, "encodec"),
+            "decoder": plain(self.decoder, "musicgen_melody_decoder"),
+            "num_chroma": self.num_chroma,
+            "chroma_length": self.chroma_length,
+        }
+
 
 @dataclasses.dataclass(frozen=True)
 class GenerationConfig:
@@ -392,6 +408,9 @@ class GenerationConfig:
             elif key not in cls._IGNORED:
                 raise ConfigError(f"{where}: unknown generation field {key!r} (= {value!r})")
         return cls(**kwargs)
+
+    def to_hf(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, decoder: DecoderConfig | None = None) -> GenerationConfig:

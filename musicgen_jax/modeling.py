@@ -9,13 +9,15 @@ import dataclasses
 import functools
 import math
 import os
+import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from musicgen_jax import conditioning, sampling
+from musicgen_jax import checkpoint, conditioning, encodec, hub, sampling, t5
+from musicgen_jax import decoder as decoder_module
 from musicgen_jax.config import GenerationConfig, MusicgenMelodyConfig
 from musicgen_jax.decoder import Decoder
 from musicgen_jax.encodec import EncodecModel
@@ -106,6 +108,7 @@ class MusicgenMelodyForConditionalGeneration:
         self.generation_config = generation_config or GenerationConfig(
             pad_token_id=config.decoder.pad_token_id, bos_token_id=config.decoder.bos_token_id
         )
+        self.source_dir: str | None = None  # where tokenizer/preprocessor files come from when saving
 
     @property
     def sampling_rate(self) -> int:
@@ -122,20 +125,35 @@ class MusicgenMelodyForConditionalGeneration:
 
     @classmethod
     def from_pretrained(
-        cls, path: str | os.PathLike, dtype: Any = jnp.float32
+        cls, name_or_path: str | os.PathLike, dtype: Any = jnp.float32
     ) -> MusicgenMelodyForConditionalGeneration:
-        """Loads a local HF checkpoint directory (``config.json`` + safetensors, sharded or not, or a .bin).
+        """Loads a checkpoint: a local HF directory (``config.json`` + safetensors, sharded or not, or a .bin), a
+        Hugging Face Hub id such as ``"facebook/musicgen-melody"``, or a directory written by :meth:`save_pretrained`
+        / ``musicgen-jax convert`` (orbax; the fastest to load).
 
         ``dtype``: ``jnp.float32`` (default), ``jnp.bfloat16``, ``"float32"``/``"bfloat16"``, or ``"auto"`` to keep
         the checkpoint's dtype.
         """
-        from convert import convert_checkpoint  # the converter is only needed when loading HF weights
-
+        path = hub.resolve(name_or_path)
         target = resolve_dtype(dtype)
-        path = os.fspath(path)
-        config, params = convert_checkpoint(path)
-        generation_config = GenerationConfig.from_pretrained(path, config.decoder)
-        return cls(config, cast_params(params, target), generation_config)
+        if checkpoint.is_converted(path):
+            config = MusicgenMelodyConfig.from_pretrained(path)
+            params = checkpoint.restore(path, abstract_params(config), dtype=target)
+        else:
+            from convert import convert_checkpoint  # the converter is only needed when loading HF weights
+
+            config, params = convert_checkpoint(path)
+            params = cast_params(params, target)
+        model = cls(config, params, GenerationConfig.from_pretrained(path, config.decoder))
+        model.source_dir = path
+        return model
+
+    def save_pretrained(self, directory: str | os.PathLike) -> str:
+        """Writes the converted format (orbax parameters + HF json, tokenizer and preprocessor files) to
+        ``directory``; :meth:`from_pretrained` reads it back bit for bit."""
+        return checkpoint.save(
+            directory, self.params, self.config.to_hf(), self.generation_config.to_hf(), copy_from=self.source_dir
+        )
 
     # ----------------------------------------------------------------------------------------------------------
     # Forward pass
@@ -253,6 +271,7 @@ class MusicgenMelodyForConditionalGeneration:
         rng: jax.Array | None = None,
         return_dict_in_generate: bool = False,
         generation_config: GenerationConfig | None = None,
+        progress=None,
         **unknown,
     ):
         """Text (and melody) -> audio, as HF's ``generate``; the decode loop is one compiled XLA program.
@@ -266,7 +285,10 @@ class MusicgenMelodyForConditionalGeneration:
           max_new_tokens / max_length / duration: length, in decoder steps, buffer length, or seconds of audio.
           do_sample, guidance_scale, top_k, top_p, temperature: as HF (defaults from ``generation_config.json``).
           seed / rng: an int seed or a JAX key for sampling; the same seed gives the same audio.
-          return_dict_in_generate: return :class:`GenerateOutput` (``.sequences`` audio, ``.audio_codes``).
+          return_dict_in_generate: return :class:`GenerateOutput` (``.sequences`` audio, ``.audio_codes``, and
+            ``.stats``: compile seconds, decode steps/s, real-time factor).
+          progress: optional ``callback(steps_done, steps_total)``: the loop then runs as compiled chunks of 32 steps
+            with one host sync per chunk (for a progress bar), and ``stats`` separate compile from decode time.
 
         Returns:
           float32 numpy audio ``(batch, channels, samples)`` at ``self.sampling_rate``, or a :class:`GenerateOutput`.
@@ -343,6 +365,14 @@ class MusicgenMelodyForConditionalGeneration:
                 f"{channel_codebooks} (num_codebooks per channel)"
             )
 
+        prefix_len = prefix.shape[1]
+        if prefix_len + total > dec.max_position_embeddings:
+            raise ValueError(
+                f"max_length {total} after a conditioning prefix of {prefix_len} exceeds the decoder's "
+                f"max_position_embeddings {dec.max_position_embeddings}; ask for at most "
+                f"{dec.max_position_embeddings - prefix_len - prompt_len} new tokens"
+            )
+
         # 5. The compiled loop.
         fixed, pattern = sampling.build_delay_pattern(
             prompt.reshape(batch, dec.num_codebooks, -1), pad, total, dec.audio_channels
@@ -352,13 +382,8 @@ class MusicgenMelodyForConditionalGeneration:
         knobs = sampling.SamplingParams(
             jnp.float32(temperature), jnp.float32(top_p), jnp.float32(guidance_scale if use_cfg else 1.0)
         )
-        tokens = sampling.decode(
-            self.params["decoder"],
-            prefix,
-            jnp.asarray(fixed),
-            jnp.asarray(pattern),
-            rng,
-            knobs,
+        args = (self.params["decoder"], prefix, jnp.asarray(fixed), jnp.asarray(pattern), rng, knobs)
+        static = dict(
             config=dec,
             max_length=total,
             do_sample=do_sample,
@@ -366,13 +391,28 @@ class MusicgenMelodyForConditionalGeneration:
             use_top_p=do_sample and top_p < 1.0,
             use_cfg=use_cfg,
         )
-        tokens = sampling.apply_delay_pattern(np.asarray(tokens), pattern)
+        started = time.perf_counter()
+        if progress is None:
+            tokens, compile_seconds = sampling.decode(*args, **static), None
+        else:
+            tokens, compile_seconds = sampling.decode_in_chunks(*args, chunk=32, on_chunk=progress, **static)
+        tokens = np.asarray(tokens)
+        decode_seconds = time.perf_counter() - started - (compile_seconds or 0.0)
+        tokens = sampling.apply_delay_pattern(tokens, pattern)
         codes = sampling.revert_delay_pattern(tokens, pad)
 
         # 6. Audio: stereo checkpoints decode left (even codebooks) and right (odd) with the mono codec.
         audio = self.decode_audio(codes)
         if return_dict_in_generate:
-            return GenerateOutput(sequences=audio, audio_codes=codes)
+            seconds_of_audio = audio.shape[-1] / self.sampling_rate
+            stats = {
+                "compile_seconds": compile_seconds,
+                "decode_steps": total - prompt_len,
+                "decode_steps_per_second": (total - prompt_len) / max(decode_seconds, 1e-9),
+                "audio_seconds": seconds_of_audio,
+                "wall_seconds": time.perf_counter() - started,
+            }
+            return GenerateOutput(sequences=audio, audio_codes=codes, stats=stats)
         return audio
 
     def decode_audio(self, codes_BKF) -> np.ndarray:
@@ -413,9 +453,20 @@ class GenerateOutput:
 
     sequences: np.ndarray
     audio_codes: np.ndarray
+    stats: dict | None = None
 
     def __getitem__(self, key: str):
         return getattr(self, key)
+
+
+def abstract_params(config: MusicgenMelodyConfig) -> dict:
+    """The whole model's parameter tree as ``jax.ShapeDtypeStruct`` (float32), without allocating it."""
+    return {
+        "text_encoder": t5.abstract_params(config.text_encoder),
+        "audio_encoder": encodec.abstract_params(config.audio_encoder),
+        "decoder": decoder_module.abstract_params(config.decoder),
+        **conditioning.abstract_params(config),
+    }
 
 
 _generation_prefix = jax.jit(conditioning.generation_prefix, static_argnames=("config", "use_cfg"))

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from musicgen_jax import hub
 from musicgen_jax.chroma import MusicgenMelodyFeatureExtractor
 from musicgen_jax.tokenizer import T5TextTokenizer
 
@@ -33,7 +34,7 @@ class MusicgenMelodyProcessor:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> MusicgenMelodyProcessor:
         """Reads ``preprocessor_config.json`` and the tokenizer files (``tokenizer.json`` or ``spiece.model``)."""
-        path = os.fspath(path)
+        path = hub.resolve(path)
         return cls(MusicgenMelodyFeatureExtractor.from_pretrained(path), T5TextTokenizer.from_pretrained(path))
 
     def __call__(self, audio=None, text=None, return_tensors: str | None = "np", **kwargs) -> dict:

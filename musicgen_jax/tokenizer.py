@@ -88,8 +88,10 @@ class T5TextTokenizer:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> T5TextTokenizer:
-        """Loads a HF T5 tokenizer directory (``tokenizer.json`` or ``spiece.model``, plus its json configs)."""
-        path = os.fspath(path)
+        """Loads a T5 tokenizer (``tokenizer.json`` or ``spiece.model`` + json configs) from a directory or Hub id."""
+        from musicgen_jax import hub
+
+        path = hub.resolve(path)
         config = _read_config(path)
         kwargs = dict(
             model_max_length=int(config.get("model_max_length", _UNSET_MAX_LENGTH)),

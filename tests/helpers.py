@@ -105,31 +105,9 @@ the quick brown fox jumps over the lazy dog""".split("\n")
 
 
 def _train(folder, model_type="unigram", **extra):
-    import sentencepiece
+    from musicgen_jax.demo import train_t5_spiece
 
-    os.makedirs(folder, exist_ok=True)
-    corpus = os.path.join(folder, "corpus.txt")
-    with open(corpus, "w") as f:
-        f.write("\n".join(CORPUS * 3))
-    # T5's layout: <pad> 0, </s> 1, <unk> 2, no <s>.
-    sentencepiece.SentencePieceTrainer.train(
-        input=corpus,
-        model_prefix=os.path.join(folder, "spiece"),
-        vocab_size=80,
-        model_type=model_type,
-        pad_id=0,
-        eos_id=1,
-        unk_id=2,
-        bos_id=-1,
-        pad_piece="<pad>",
-        eos_piece="</s>",
-        unk_piece="<unk>",
-        minloglevel=2,
-        **extra,
-    )
-    for name in ("corpus.txt", "spiece.vocab"):
-        os.remove(os.path.join(folder, name))
-    return folder
+    return train_t5_spiece(CORPUS * 3, os.fspath(folder), 80, model_type, **extra)
 
 
 def _write_config(folder, **config):

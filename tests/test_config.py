@@ -144,3 +144,13 @@ def test_malformed_json_names_file(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ConfigError, match="config.json: not valid JSON"):
         MusicgenMelodyConfig.from_pretrained(tmp_path)
+
+
+def test_to_hf_round_trips_and_transformers_reads_it():
+    from transformers import MusicgenMelodyConfig as HFConfig
+
+    data = _hf_dict(decoder={"audio_channels": 2, "num_codebooks": 8}, chroma_length=40)
+    ours = MusicgenMelodyConfig.from_hf(data)
+    assert MusicgenMelodyConfig.from_hf(ours.to_hf()) == ours
+    theirs = HFConfig.from_dict(ours.to_hf())
+    assert MusicgenMelodyConfig.from_hf(theirs.to_dict()) == ours

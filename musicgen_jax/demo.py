@@ -1,0 +1,132 @@
+"""A small random-weight checkpoint for a first offline run: the whole pipeline works end to end, and the audio it
+makes is noise (the weights are random). Written in the converted format, with a tokenizer and preprocessor config.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from musicgen_jax import checkpoint, conditioning
+from musicgen_jax.chroma import MusicgenMelodyFeatureExtractor
+from musicgen_jax.config import DecoderConfig, EncodecConfig, GenerationConfig, MusicgenMelodyConfig, T5Config
+from musicgen_jax.decoder import Decoder
+from musicgen_jax.encodec import Encodec
+from musicgen_jax.t5 import T5Encoder
+
+_CAPTIONS = """80s pop track with bassy drums and synth
+90s rock song with loud guitars and heavy drums
+a calm piano melody with soft strings
+an upbeat electronic dance track with heavy bass
+lofi hip hop beats to relax and study to
+acoustic guitar ballad with warm vocals
+epic orchestral score with brass and choir
+jazz trio playing a slow blues in the night
+ambient drone with evolving textures
+funky bass line with tight drums and horns
+happy ukulele tune for a summer day
+dark techno with pounding kick drum""".split("\n")
+
+TOKENIZER_VOCAB = 128
+
+
+def tiny_config() -> MusicgenMelodyConfig:
+    """The 32 kHz codec layout (hop 640, 50 frames/s, 4 codebooks of 2048) with small widths everywhere."""
+    return MusicgenMelodyConfig(
+        text_encoder=T5Config(vocab_size=TOKENIZER_VOCAB, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4),
+        audio_encoder=EncodecConfig(
+            sampling_rate=32000,
+            upsampling_ratios=(8, 5, 4, 4),
+            target_bandwidths=(2.2,),
+            codebook_size=2048,
+            hidden_size=128,
+            num_filters=8,
+            num_lstm_layers=2,
+            use_causal_conv=False,
+            use_conv_shortcut=False,
+        ),
+        decoder=DecoderConfig(
+            vocab_size=2048,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            ffn_dim=128,
+            num_codebooks=4,
+            pad_token_id=2048,
+            bos_token_id=2048,
+        ),
+    )
+
+
+def train_t5_spiece(lines: list[str], folder: str, vocab_size: int, model_type: str = "unigram", **extra) -> str:
+    """Trains a sentencepiece model in T5's id layout (``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2, no ``<s>``) on
+    ``lines``; writes ``folder/spiece.model`` and returns ``folder``."""
+    import sentencepiece
+
+    os.makedirs(folder, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = os.path.join(tmp, "corpus.txt")
+        with open(corpus, "w") as f:
+            f.write("\n".join(lines))
+        sentencepiece.SentencePieceTrainer.train(
+            input=corpus,
+            model_prefix=os.path.join(tmp, "spiece"),
+            vocab_size=vocab_size,
+            model_type=model_type,
+            pad_id=0,
+            eos_id=1,
+            unk_id=2,
+            bos_id=-1,
+            pad_piece="<pad>",
+            eos_piece="</s>",
+            unk_piece="<unk>",
+            minloglevel=2,
+            **extra,
+        )
+        os.replace(os.path.join(tmp, "spiece.model"), os.path.join(folder, "spiece.model"))
+    return folder
+
+
+def write_tokenizer(dst: str) -> None:
+    """A tiny T5 tokenizer trained on built-in captions, with HF's ``tokenizer_config.json``."""
+    train_t5_spiece(_CAPTIONS * 4, dst, TOKENIZER_VOCAB, hard_vocab_limit=False)
+    with open(os.path.join(dst, "tokenizer_config.json"), "w") as f:
+        f.write('{"tokenizer_class": "T5Tokenizer", "extra_ids": 0, "model_max_length": 512}')
+
+
+def random_params(config: MusicgenMelodyConfig, seed: int = 0) -> dict:
+    keys = jax.random.split(jax.random.PRNGKey(seed), 4)
+    params = {
+        "text_encoder": T5Encoder(config.text_encoder).init(keys[0], jnp.zeros((1, 1), jnp.int32))["params"],
+        "audio_encoder": Encodec(config.audio_encoder).init(keys[1], jnp.zeros((1, 1, 640), jnp.float32))["params"],
+        "decoder": Decoder(config.decoder).init(keys[2], jnp.zeros((1, 4, 1), jnp.int32))["params"],
+    }
+    for i, (name, leaves) in enumerate(conditioning.abstract_params(config).items()):
+        params[name] = {
+            k: 0.02 * jax.random.normal(jax.random.fold_in(keys[3], 2 * i + j), v.shape)
+            for j, (k, v) in enumerate(leaves.items())
+        }
+    return jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), params)
+
+
+def write_random_checkpoint(dst: str | os.PathLike, seed: int = 0) -> str:
+    """Writes a random-weight MusicGen Melody (converted format) to ``dst``; it generates noise, for smoke tests."""
+    dst = os.fspath(dst)
+    os.makedirs(dst, exist_ok=True)
+    config = tiny_config()
+    generation = GenerationConfig(
+        do_sample=True,
+        guidance_scale=3.0,
+        top_k=250,
+        max_length=256,
+        pad_token_id=2048,
+        bos_token_id=2048,
+        decoder_start_token_id=2048,
+    )
+    write_tokenizer(dst)
+    MusicgenMelodyFeatureExtractor().save_pretrained(dst)
+    return checkpoint.save(dst, random_params(config, seed), config.to_hf(), generation.to_hf())

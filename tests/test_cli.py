@@ -1,0 +1,279 @@
+"""The product surface: conversion round trips, the CLI end to end, the Hub error, and one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+import soundfile
+
+from musicgen_jax import MusicgenMelodyFeatureExtractor, MusicgenMelodyForConditionalGeneration, MusicgenMelodyProcessor
+from musicgen_jax.cli import main
+from musicgen_jax.demo import write_random_checkpoint
+from tests.helpers import save_hf_melody, save_tiny_tokenizer
+
+
+def _leaves(params):
+    return {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_leaves_with_path(params)}
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    path, _ = save_hf_melody(tmp_path_factory.mktemp("hf"), decoder={"hidden_size": 20, "num_attention_heads": 4})
+    save_tiny_tokenizer(path)
+    MusicgenMelodyFeatureExtractor().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def noise_dir(tmp_path_factory):
+    return write_random_checkpoint(tmp_path_factory.mktemp("noise"))
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _assert_one_line_error(code, err, match):
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("musicgen-jax: error:") and match in lines[0], lines[0]
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("dtype", ["auto", "bfloat16"])
+def test_convert_round_trips_bit_exactly(hf_dir, tmp_path, capsys, dtype):
+    code, out, _ = _run(capsys, "convert", "--src", hf_dir, "--dst", str(tmp_path / "conv"), "--dtype", dtype)
+    assert code == 0 and "converted" in out
+    src = MusicgenMelodyForConditionalGeneration.from_pretrained(hf_dir, dtype=dtype)
+    t0 = time.perf_counter()
+    conv = MusicgenMelodyForConditionalGeneration.from_pretrained(tmp_path / "conv", dtype="auto")
+    print(f"[load] converted directory loaded in {time.perf_counter() - t0:.2f} s")
+    a, b = _leaves(src.params), _leaves(conv.params)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].dtype == b[key].dtype
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert conv.config == src.config and conv.generation_config == src.generation_config
+    # tokenizer and preprocessor files travel with the converted checkpoint
+    texts = ["a calm piano melody", "rock"]
+    np.testing.assert_array_equal(
+        MusicgenMelodyProcessor.from_pretrained(tmp_path / "conv")(text=texts, padding=True)["input_ids"],
+        MusicgenMelodyProcessor.from_pretrained(hf_dir)(text=texts, padding=True)["input_ids"],
+    )
+
+
+def test_save_pretrained_and_python_m_convert_write_the_same_format(hf_dir, tmp_path):
+    model = MusicgenMelodyForConditionalGeneration.from_pretrained(hf_dir)
+    model.save_pretrained(tmp_path / "saved")
+    subprocess.run(
+        [sys.executable, "-m", "convert", "--src", hf_dir, "--dst", str(tmp_path / "cli")],
+        check=True,
+        capture_output=True,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
+    a = _leaves(MusicgenMelodyForConditionalGeneration.from_pretrained(tmp_path / "saved").params)
+    b = _leaves(MusicgenMelodyForConditionalGeneration.from_pretrained(tmp_path / "cli").params)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert json.load(open(tmp_path / "saved" / "config.json")) == json.load(open(tmp_path / "cli" / "config.json"))
+
+
+def test_generate_cli_writes_one_wav_per_text(noise_dir, tmp_path, capsys):
+    out = tmp_path / "music.wav"
+    code, stdout, _ = _run(
+        capsys,
+        "generate",
+        "--model",
+        noise_dir,
+        "--text",
+        "a calm piano melody",
+        "--text",
+        "dark techno",
+        "--duration",
+        "0.5",
+        "--out",
+        str(out),
+        "--seed",
+        "1",
+    )
+    assert code == 0
+    for path in (out, tmp_path / "music_1.wav"):
+        wave, rate = soundfile.read(path)
+        assert rate == 32000 and len(wave) == 32000 // 2 and np.isfinite(wave).all()
+    assert "compile" in stdout and "steps/s" in stdout and "real-time factor" in stdout
+
+
+def test_generate_cli_with_a_stereo_melody_at_another_rate(noise_dir, tmp_path, capsys):
+    melody = tmp_path / "melody.flac"
+    t = np.arange(44100) / 44100
+    soundfile.write(melody, np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 330 * t)], 1) * 0.3, 44100)
+    code, _, err = _run(
+        capsys,
+        "generate",
+        "--model",
+        noise_dir,
+        "--text",
+        "piano",
+        "--melody",
+        str(melody),
+        "--max-new-tokens",
+        "12",
+        "--out",
+        str(tmp_path / "m.wav"),
+        "--greedy",
+        "--quiet",
+    )
+    assert code == 0, err
+    assert soundfile.info(tmp_path / "m.wav").frames == (12 + 1 - 4) * 640
+
+
+def test_same_seed_same_audio_from_the_cli(noise_dir, tmp_path, capsys):
+    for name in ("a.wav", "b.wav"):
+        assert (
+            _run(
+                capsys,
+                "generate",
+                "--model",
+                noise_dir,
+                "--text",
+                "jazz",
+                "--max-new-tokens",
+                "10",
+                "--seed",
+                "5",
+                "--out",
+                str(tmp_path / name),
+                "--quiet",
+            )[0]
+            == 0
+        )
+    np.testing.assert_array_equal(soundfile.read(tmp_path / "a.wav")[0], soundfile.read(tmp_path / "b.wav")[0])
+
+
+def test_hub_unreachable_suggests_a_local_path(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(OSError, match="pass its local path"):
+        MusicgenMelodyForConditionalGeneration.from_pretrained("facebook/musicgen-melody")
+
+
+def _corrupt_weights(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    with open(os.path.join(dst, "model.safetensors"), "r+b") as f:
+        f.truncate(100)
+    return dst
+
+
+def _wrong_shape(src, dst):
+    import shutil
+
+    from safetensors.numpy import save_file
+
+    from convert import read_checkpoint
+
+    shutil.copytree(src, dst)
+    tensors = {k: np.array(v) for k, v in read_checkpoint(src).items()}
+    tensors["decoder.model.decoder.layers.0.fc1.weight"] = np.zeros((3, 20), np.float32)
+    save_file(tensors, os.path.join(dst, "model.safetensors"))
+    return dst
+
+
+def _other_type(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    config = json.load(open(os.path.join(dst, "config.json")))
+    config["model_type"] = "musicgen"
+    json.dump(config, open(os.path.join(dst, "config.json"), "w"))
+    return dst
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda src, dst: str(dst / "missing"), "no such checkpoint directory"),
+        (_corrupt_weights, "model.safetensors"),
+        (_wrong_shape, "'decoder.model.decoder.layers.0.fc1.weight' has shape (3, 20), expected (20, 20)"),
+        (_other_type, "model_type is 'musicgen'"),
+    ],
+    ids=["missing", "corrupt", "wrong-shape", "other-model-type"],
+)
+def test_bad_checkpoints_fail_in_one_line(hf_dir, tmp_path, capsys, make, match):
+    model = make(hf_dir, tmp_path / "bad")
+    code, _, err = _run(capsys, "generate", "--model", str(model), "--text", "x", "--out", str(tmp_path / "o.wav"))
+    _assert_one_line_error(code, err, match)
+
+
+def _melody_file(tmp_path, kind):
+    path = tmp_path / f"{kind}.wav"
+    if kind == "unreadable":
+        path.write_bytes(b"this is not audio at all" * 10)
+    elif kind == "empty":
+        soundfile.write(path, np.zeros((0,), np.float32), 32000)
+    elif kind == "nan":
+        soundfile.write(path, np.full((1000,), np.nan, np.float32), 32000, subtype="FLOAT")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        (["--melody", "unreadable"], "unreadable.wav"),
+        (["--melody", "empty"], "empty.wav"),
+        (["--melody", "nan"], "nan.wav"),
+        (["--text", ""], "--text must not be empty"),
+        (["--max-new-tokens", "5000"], "max_position_embeddings"),
+        (["--top-k", "-1"], "top_k"),
+        (["--top-p", "1.5"], "top_p"),
+        (["--temperature", "0"], "temperature"),
+        (["--out", "/nonexistent-folder/x.wav"], "does not exist"),
+        (["--out", "{tmp}"], "is a directory"),
+    ],
+)
+def test_bad_generate_inputs_fail_in_one_line(noise_dir, tmp_path, capsys, extra, match):
+    extra = [
+        _melody_file(tmp_path, e) if e in ("unreadable", "empty", "nan") else e.format(tmp=tmp_path) for e in extra
+    ]
+    argv = [
+        "generate",
+        "--model",
+        noise_dir,
+        "--text",
+        "piano",
+        "--max-new-tokens",
+        "8",
+        "--out",
+        str(tmp_path / "o.wav"),
+        *extra,
+    ]
+    code, _, err = _run(capsys, *argv)
+    _assert_one_line_error(code, err, match)
+
+
+def test_no_text_at_all_fails_in_one_line(noise_dir, tmp_path, capsys):
+    code, _, err = _run(capsys, "generate", "--model", noise_dir, "--out", str(tmp_path / "o.wav"))
+    _assert_one_line_error(code, err, "--text")
+
+
+def test_empty_text_list_is_refused_by_the_processor(noise_dir):
+    with pytest.raises(ValueError, match="non-empty list"):
+        MusicgenMelodyProcessor.from_pretrained(noise_dir)(text=[])
+
+
+@pytest.mark.skipif(not os.access("/", os.W_OK) or os.geteuid() == 0, reason="root can write anywhere")
+def test_read_only_output_folder(noise_dir, tmp_path, capsys):  # pragma: no cover - depends on the user
+    folder = tmp_path / "ro"
+    folder.mkdir(mode=0o500)
+    code, _, err = _run(capsys, "generate", "--model", noise_dir, "--text", "x", "--out", str(folder / "o.wav"))
+    _assert_one_line_error(code, err, "cannot write")
