@@ -14,13 +14,25 @@ from musicgen_jax.config import (
     T5Config,
 )
 from musicgen_jax.encodec import EncodecModel
-from musicgen_jax.modeling import GenerateOutput, MusicgenMelodyForConditionalGeneration, MusicgenMelodyOutput
+from musicgen_jax.modeling import (
+    AudioArray,
+    GenerateOutput,
+    MusicgenMelodyForConditionalGeneration,
+    MusicgenMelodyOutput,
+)
 from musicgen_jax.processing import MusicgenMelodyProcessor
 from musicgen_jax.tokenizer import T5TextTokenizer
+
+# HF's generic names, so that HF example code runs with only its import line changed.
+AutoProcessor = MusicgenMelodyProcessor
+MusicgenForConditionalGeneration = MusicgenMelodyForConditionalGeneration
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutoProcessor",
+    "MusicgenForConditionalGeneration",
+    "AudioArray",
     "ConfigError",
     "DecoderConfig",
     "EncodecConfig",

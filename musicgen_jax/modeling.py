@@ -402,7 +402,7 @@ class MusicgenMelodyForConditionalGeneration:
         codes = sampling.revert_delay_pattern(tokens, pad)
 
         # 6. Audio: stereo checkpoints decode left (even codebooks) and right (odd) with the mono codec.
-        audio = self.decode_audio(codes)
+        audio = self.decode_audio(codes).view(AudioArray)
         if return_dict_in_generate:
             seconds_of_audio = audio.shape[-1] / self.sampling_rate
             stats = {
@@ -445,6 +445,17 @@ class MusicgenMelodyForConditionalGeneration:
         if codes.shape[1] != dec.num_codebooks:
             raise ValueError(f"the codec gives {codes.shape[1]} codebooks, the decoder needs {dec.num_codebooks}")
         return codes.reshape(-1, codes.shape[2])
+
+
+class AudioArray(np.ndarray):
+    """A numpy array of audio that also answers ``.cpu()`` and ``.numpy()``, so code written for HF's torch output
+    (``audio_values[0, 0].cpu().numpy()``) runs unchanged."""
+
+    def cpu(self) -> AudioArray:
+        return self
+
+    def numpy(self) -> np.ndarray:
+        return self.view(np.ndarray)
 
 
 @dataclasses.dataclass

@@ -20,6 +20,7 @@ class MusicgenMelodyProcessor:
     of :meth:`MusicgenMelodyForConditionalGeneration.generate`: ``input_ids``/``attention_mask`` from the tokenizer
     and ``input_features`` ``(batch, frames, 12)`` from the feature extractor.
 
+    ``return_tensors`` may be ``"np"``, ``"pt"`` or ``"jax"``: numpy arrays are returned in every case.
     ``max_length`` and ``truncation`` apply to the text (audio is truncated to the extractor's ``chunk_length``).
     """
 
@@ -43,8 +44,11 @@ class MusicgenMelodyProcessor:
         unknown = set(kwargs) - _TEXT_KWARGS - _AUDIO_KWARGS
         if unknown:
             raise ValueError(f"MusicgenMelodyProcessor got unsupported argument(s): {', '.join(sorted(unknown))}")
-        if return_tensors not in (None, "np"):
-            raise ValueError(f"return_tensors must be 'np' (or None), got {return_tensors!r}")
+        if return_tensors not in (None, "np", "pt", "jax"):
+            raise ValueError(f"return_tensors must be 'np', 'pt' or 'jax', got {return_tensors!r}")
+        # Arrays come back as numpy whatever was asked: "pt" is accepted so that HF code runs unchanged, and every
+        # musicgen-jax entry point takes numpy.
+        return_tensors = None if return_tensors is None else "np"
         out = {}
         if text is not None:
             text_kwargs = {k: v for k, v in kwargs.items() if k in _TEXT_KWARGS}
@@ -57,7 +61,7 @@ class MusicgenMelodyProcessor:
             out.update(features)
         return out
 
-    def get_unconditional_inputs(self, num_samples: int = 1, return_tensors: str = "np") -> dict:
+    def get_unconditional_inputs(self, num_samples: int = 1, return_tensors: str = "np") -> dict:  # noqa: ARG002
         """HF's null inputs for unconditional generation: empty texts with an all-zero attention mask."""
         inputs = self.tokenizer([""] * num_samples, return_tensors="np")
         inputs["attention_mask"] = np.zeros_like(inputs["attention_mask"])

@@ -72,3 +72,33 @@ def test_processor_output_feeds_generate(checkpoint):
 def test_unknown_argument_is_named(checkpoint):
     with pytest.raises(ValueError, match="return_token_type_ids"):
         MusicgenMelodyProcessor.from_pretrained(checkpoint)(text=TEXTS, return_token_type_ids=True)
+
+
+SEED_EXAMPLE = '''
+import torch
+import scipy.io.wavfile
+from musicgen_jax import AutoProcessor, MusicgenForConditionalGeneration
+
+processor = AutoProcessor.from_pretrained("facebook/musicgen-melody")
+model = MusicgenForConditionalGeneration.from_pretrained("facebook/musicgen-melody", dtype="auto")
+
+inputs = processor(
+    text=["80s pop track with bassy drums and synth", "90s rock song with loud guitars and heavy drums"],
+    padding=True,
+    return_tensors="pt",
+)
+audio_values = model.generate(**inputs, do_sample=True, guidance_scale=3, max_new_tokens=256)
+scipy.io.wavfile.write("generated_music.wav", rate=processor.sampling_rate, data=audio_values[0, 0].cpu().numpy())
+'''
+
+
+def test_the_hf_doc_example_runs_with_only_the_import_changed(checkpoint, tmp_path, monkeypatch):
+    """The example of the HF MusicGen Melody doc page, verbatim but for its import line (the Hub id is pointed at a
+    local tiny checkpoint, since this machine cannot reach the Hub)."""
+    import scipy.io.wavfile
+
+    source = SEED_EXAMPLE.replace('"facebook/musicgen-melody"', repr(str(checkpoint)))
+    monkeypatch.chdir(tmp_path)
+    exec(compile(source, "seed_example.py", "exec"), {})
+    rate, data = scipy.io.wavfile.read(tmp_path / "generated_music.wav")
+    assert rate == 32000 and data.dtype == np.float32 and len(data) == (256 + 1 - 4) * 4
