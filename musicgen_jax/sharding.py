@@ -1,0 +1,214 @@
+"""Sharding by logical axis names: one table gives every parameter its logical axes, one rules table maps those
+names to the axes of a ``("data", "model")`` device mesh.
+
+Einsum letters as in ``decoder.py``: B batch, P prefix length, K codebooks, V vocab, D model dim, N heads, H head
+dim, F ffn dim, L layers (and E the T5 model dim, U T5's relative position buckets).
+
+A dimension whose size does not divide its mesh axis is replicated rather than refused (e.g. the decoder's
+embedding has ``V + 1`` rows, which no even ``model`` axis divides). Small tensors (norms, biases, the relative
+position bias, the conditioning projections, the whole EnCodec codec) are replicated. ``jit`` propagates these
+shardings through the forward pass, the train step and the decode loop; :func:`decode` pins the decode loop's
+inputs and outputs so that the KV cache stays split over ``data`` (batch) and ``model`` (heads).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from musicgen_jax import sampling
+
+DATA, MODEL = "data", "model"
+
+# The logical axes of every parameter, by path below its top-level part (a regular expression on "a/b/c") and rank.
+# Leaves of any tree are matched by the part of their path that starts at a top-level part name, so optimizer
+# states (mu/nu/acc_grads/... over the same tree) shard like the parameters they follow.
+_STACKED_MATMULS = (
+    (r"layers/attn/qkv", ("layers", "embed", None, "heads", "head_dim")),
+    (r"layers/attn/out", ("layers", "heads", "head_dim", "embed")),
+    (r"layers/mlp/(up|gate)", ("layers", "embed", "ffn")),
+    (r"layers/mlp/down", ("layers", "ffn", "embed")),
+    (r"layers/(attn|mlp)_norm/(scale|bias)", ("layers", "norm")),
+)
+PARAM_AXES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
+    (r"decoder/embed", ("codebooks", "vocab", "embed")),  # (K, V+1, D)
+    (r"decoder/lm_heads", ("codebooks", "embed", "vocab")),  # (K, D, V)
+    (r"decoder/final_norm/(scale|bias)", ("norm",)),
+    *((rf"decoder/{path}", axes) for path, axes in _STACKED_MATMULS),
+    (r"text_encoder/embed", ("vocab", "embed")),  # (V_text, E)
+    (r"text_encoder/rel_bias", (None, None)),  # (U, N): tiny
+    (r"text_encoder/final_norm/scale", ("norm",)),
+    *((rf"text_encoder/{path}", axes) for path, axes in _STACKED_MATMULS),
+    (r"(text_proj|chroma_proj)/kernel", (None, "embed")),  # (E or C, D)
+    (r"(text_proj|chroma_proj)/bias", ("norm",)),
+    (r"audio_encoder/.*", None),  # the codec (a few tens of MB): replicated, any rank
+)
+_PARTS = ("decoder", "text_encoder", "audio_encoder", "text_proj", "chroma_proj")
+
+# Logical axis -> mesh axis. Anything not named here (embed, layers, head_dim, codebooks, norm, length) is
+# replicated. Tensor parallelism splits heads, ffn and vocab over "model"; data parallelism splits the batch.
+RULES: Mapping[str, str | None] = {
+    "batch": DATA,
+    "heads": MODEL,
+    "ffn": MODEL,
+    "vocab": MODEL,
+}
+
+
+def make_mesh(data: int = 1, model: int = 1, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A ``(data, model)`` mesh over ``devices`` (default: all, across every host) with ``Auto`` axes, so that
+    ``jit`` propagates shardings (jax's ``make_mesh`` defaults to ``Explicit`` axes)."""
+    devices = jax.devices() if devices is None else list(devices)
+    if data * model != len(devices):
+        raise ValueError(f"a ({data}, {model}) mesh needs {data * model} devices, there are {len(devices)}")
+    auto = (jax.sharding.AxisType.Auto,) * 2
+    return jax.make_mesh((data, model), (DATA, MODEL), axis_types=auto, devices=devices)
+
+
+def _path_string(path) -> str:
+    names = []
+    for entry in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(entry, attr):
+                names.append(str(getattr(entry, attr)))
+                break
+        else:
+            names.append(str(entry))
+    return "/".join(names)
+
+
+def logical_axes(path: str, ndim: int) -> tuple[str | None, ...]:
+    """The logical axes of a leaf from its path (``"decoder/layers/attn/qkv"``, or any path that contains a
+    top-level part name, such as an optimizer state's ``"0/mu/decoder/layers/attn/qkv"``) and its rank.
+
+    Leaves outside the parameter tree (step counters, PRNG keys) are replicated. A parameter path that the table
+    does not know, or a rank that does not match it, raises ``ValueError`` naming the path.
+    """
+    names = path.split("/")
+    start = next((i for i, name in enumerate(names) if name in _PARTS), None)
+    if start is None:
+        return (None,) * ndim
+    param_path = "/".join(names[start:])
+    for pattern, axes in PARAM_AXES:
+        if re.fullmatch(pattern, param_path):
+            if axes is None:
+                return (None,) * ndim
+            if len(axes) != ndim:
+                raise ValueError(f"{path}: rank {ndim} does not match its logical axes {axes}")
+            return axes
+    raise ValueError(f"{path}: no logical axes for this parameter (add it to musicgen_jax.sharding.PARAM_AXES)")
+
+
+def spec_for(
+    axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh, rules: Mapping[str, str | None] = RULES
+) -> PartitionSpec:
+    """Logical axes -> a ``PartitionSpec`` on ``mesh``: a dimension takes its rule's mesh axis when that axis exists,
+    has more than one device and divides it (and no earlier dimension took it), else it is replicated."""
+    used: set[str] = set()
+    spec = []
+    for name, size in zip(axes, shape, strict=True):
+        axis = None if name is None else rules.get(name)
+        if axis is not None and mesh.shape.get(axis, 1) > 1 and axis not in used and size % mesh.shape[axis] == 0:
+            used.add(axis)
+            spec.append(axis)
+        else:
+            spec.append(None)
+    while spec and spec[-1] is None:
+        spec.pop()
+    return PartitionSpec(*spec)
+
+
+def shardings_for(tree: Any, mesh: Mesh, rules: Mapping[str, str | None] = RULES) -> Any:
+    """A tree of ``NamedSharding`` matching ``tree`` (arrays or ``jax.ShapeDtypeStruct``: parameters, a
+    :class:`~musicgen_jax.training.TrainState`, an optimizer state)."""
+
+    def sharding(path, leaf):
+        shape = np.shape(leaf)
+        return NamedSharding(mesh, spec_for(logical_axes(_path_string(path), len(shape)), shape, mesh, rules))
+
+    return jax.tree_util.tree_map_with_path(sharding, tree)
+
+
+def shard_params(params: Any, mesh: Mesh, rules: Mapping[str, str | None] = RULES) -> Any:
+    """``params`` (or any tree :func:`shardings_for` understands) placed on ``mesh`` by the rules."""
+    return jax.device_put(params, shardings_for(params, mesh, rules))
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 1, batch_size: int | None = None) -> NamedSharding:
+    """Inputs split over ``data`` along their first (batch) dimension; replicated when ``batch_size`` is given and
+    the data axis does not divide it."""
+    size = mesh.shape[DATA] if batch_size is None else batch_size
+    return NamedSharding(mesh, spec_for(("batch", *(None,) * (ndim - 1)), (size, *(1,) * (ndim - 1)), mesh))
+
+
+def shard_batch(batch: Any, mesh: Mesh) -> Any:
+    """Every array of ``batch`` (a dict, tuple, ...) split over ``data`` along its first dimension (replicated when
+    the data axis does not divide it)."""
+
+    def put(x):
+        if x is None:
+            return None
+        shape = np.shape(x)
+        if not shape:
+            return jax.device_put(x, NamedSharding(mesh, PartitionSpec()))
+        return jax.device_put(x, batch_sharding(mesh, len(shape), shape[0]))
+
+    return jax.tree_util.tree_map(put, batch)
+
+
+def shard_host_batch(local_batch: Any, mesh: Mesh) -> Any:
+    """Multi-host input: each process passes its own slice of the global batch (the same shapes on every process;
+    the global batch is the concatenation over processes in ``jax.process_index()`` order) and gets global arrays
+    split over ``data``. With one process this equals :func:`shard_batch`."""
+
+    def put(x):
+        if x is None:
+            return None
+        x = np.asarray(x)
+        global_rows = x.shape[0] * jax.process_count()
+        return jax.make_array_from_process_local_data(batch_sharding(mesh, x.ndim, global_rows), x)
+
+    return jax.tree_util.tree_map(put, local_batch)
+
+
+def cache_sharding(mesh: Mesh, rows: int, num_heads: int) -> NamedSharding:
+    """The KV cache ``(L, B', S, N, H)``: rows over ``data``, heads over ``model`` (each when it divides)."""
+    spec = spec_for((None, "batch", None, "heads", None), (1, rows, 1, num_heads, 1), mesh)
+    return NamedSharding(mesh, spec)
+
+
+def decode(mesh: Mesh, decoder_params, prefix_BPD, prompt_BKS, pattern_BKT, rng, knobs, **static):
+    """:func:`musicgen_jax.sampling.decode` on ``mesh``: the parameters by the rules, the (CFG-doubled) prefix, the
+    prompt and the pattern split over ``data``, and the returned code buffer ``(B, K, max_length)`` too.
+
+    Arguments are those of ``sampling.decode`` (``static`` its keyword-only arguments). The inputs are placed here
+    (a no-op when they already are); jit propagates the shardings into the loop, where the KV cache follows the
+    batch (``data``) and the heads (``model``) of the keys and values written into it.
+    """
+    decoder_params = jax.device_put(decoder_params, shardings_for({"decoder": decoder_params}, mesh)["decoder"])
+    prefix_BPD, prompt_BKS, pattern_BKT = shard_batch((prefix_BPD, prompt_BKS, pattern_BKT), mesh)
+    rng, knobs = jax.device_put((rng, knobs), NamedSharding(mesh, PartitionSpec()))
+    return sampling.decode(decoder_params, prefix_BPD, prompt_BKS, pattern_BKT, rng, knobs, **static)
+
+
+__all__ = [
+    "DATA",
+    "MODEL",
+    "PARAM_AXES",
+    "RULES",
+    "batch_sharding",
+    "cache_sharding",
+    "decode",
+    "logical_axes",
+    "make_mesh",
+    "shard_batch",
+    "shard_host_batch",
+    "shard_params",
+    "shardings_for",
+    "spec_for",
+]
