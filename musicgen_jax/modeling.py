@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from musicgen_jax import checkpoint, conditioning, encodec, hub, sampling, t5
+from musicgen_jax import checkpoint, conditioning, encodec, hub, sampling, sharding, t5
 from musicgen_jax import decoder as decoder_module
 from musicgen_jax.config import GenerationConfig, MusicgenMelodyConfig
 from musicgen_jax.decoder import Decoder
@@ -125,25 +125,31 @@ class MusicgenMelodyForConditionalGeneration:
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | os.PathLike, dtype: Any = jnp.float32
+        cls, name_or_path: str | os.PathLike, dtype: Any = jnp.float32, mesh=None
     ) -> MusicgenMelodyForConditionalGeneration:
         """Loads a checkpoint: a local HF directory (``config.json`` + safetensors, sharded or not, or a .bin), a
         Hugging Face Hub id such as ``"facebook/musicgen-melody"``, or a directory written by :meth:`save_pretrained`
         / ``musicgen-jax convert`` (orbax; the fastest to load).
 
         ``dtype``: ``jnp.float32`` (default), ``jnp.bfloat16``, ``"float32"``/``"bfloat16"``, or ``"auto"`` to keep
-        the checkpoint's dtype.
+        the checkpoint's dtype. ``mesh``: a ``jax.sharding.Mesh`` with axes ``("data", "model")`` (see
+        :func:`musicgen_jax.sharding.make_mesh`): every parameter is placed by its logical axes; a converted
+        checkpoint restores straight into those shardings.
         """
         path = hub.resolve(name_or_path)
         target = resolve_dtype(dtype)
         if checkpoint.is_converted(path):
             config = MusicgenMelodyConfig.from_pretrained(path)
-            params = checkpoint.restore(path, abstract_params(config), dtype=target)
+            abstract = abstract_params(config)
+            shardings = None if mesh is None else sharding.shardings_for(abstract, mesh)
+            params = checkpoint.restore(path, abstract, dtype=target, shardings=shardings)
         else:
             from convert import convert_checkpoint  # the converter is only needed when loading HF weights
 
             config, params = convert_checkpoint(path)
             params = cast_params(params, target)
+            if mesh is not None:
+                params = sharding.shard_params(params, mesh)
         model = cls(config, params, GenerationConfig.from_pretrained(path, config.decoder))
         model.source_dir = path
         return model
@@ -217,7 +223,18 @@ class MusicgenMelodyForConditionalGeneration:
         ``(batch, prefix_len, hidden_size)``. ``decoder_input_ids`` is ``(batch * num_codebooks, tgt_len)`` int.
         """
         if labels is not None:
-            raise NotImplementedError("labels (the training loss) are not implemented yet")
+            from musicgen_jax.training import model_loss  # lazy: keeps optax out of `import musicgen_jax`
+
+            return model_loss(
+                self,
+                labels=labels,
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                input_features=input_features,
+                decoder_input_ids=decoder_input_ids,
+                decoder_attention_mask=decoder_attention_mask,
+                encoder_hidden_states=encoder_hidden_states,
+            )
         if decoder_input_ids is None:
             raise ValueError("decoder_input_ids is required")
         cfg = self.config

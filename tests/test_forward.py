@@ -108,3 +108,14 @@ def test_same_shapes_do_not_recompile(pair):
     ours.encode_text(ids2, mask2)
     ours(input_ids=ids2, attention_mask=mask2, input_features=feats2, decoder_input_ids=dec2)
     assert (modeling._encode_text._cache_size(), modeling._forward_logits._cache_size()) == sizes
+
+
+def test_labels_give_hf_loss(pair):
+    name, hf, ours = pair
+    ids, mask, feats, _ = _inputs(ours, frames=5, seed=3)
+    labels = np.random.default_rng(4).integers(0, 16, (3, 6, ours.config.decoder.num_codebooks))
+    labels[0, -2:] = 16  # pad ids are ignored, as in HF
+    ref = _hf(hf, input_ids=ids, attention_mask=mask, input_features=feats, labels=labels).loss.item()
+    got = float(ours(input_ids=ids, attention_mask=mask, input_features=feats, labels=labels).loss)
+    print(f"[parity] loss {name}: ours {got:.7f} HF {ref:.7f} abs err {abs(got - ref):.2e}")
+    assert abs(got - ref) <= 1e-5 * max(1.0, abs(ref))

@@ -203,6 +203,13 @@ def _device_checks() -> None:
         manager.close()
     results["restore_spec"] = str(restored.params["decoder"]["layers"]["mlp"]["up"].sharding.spec)
     results["restore_diff"] = _max_diff(restored, state)
+
+    # The front door: from_pretrained(converted directory, mesh=...) restores straight into the rules' shardings.
+    with tempfile.TemporaryDirectory() as tmp:
+        MusicgenMelodyForConditionalGeneration(config, params).save_pretrained(tmp)
+        loaded = MusicgenMelodyForConditionalGeneration.from_pretrained(tmp, mesh=mesh)
+    results["from_pretrained_spec"] = str(loaded.params["decoder"]["layers"]["mlp"]["up"].sharding.spec)
+    results["from_pretrained_diff"] = _max_diff(loaded.params, params)
     results["seconds"] = time.perf_counter() - started
     print("RESULTS " + json.dumps(results))
 
@@ -280,6 +287,11 @@ def test_generate_with_sharded_params(results):
 def test_checkpoint_restores_into_shardings(results):
     assert results["restore_spec"] == "P(None, None, 'model')"
     assert results["restore_diff"] == 0.0
+
+
+def test_from_pretrained_with_a_mesh(results):
+    assert results["from_pretrained_spec"] == "P(None, None, 'model')"
+    assert results["from_pretrained_diff"] == 0.0
 
 
 def test_logical_axes_table():
