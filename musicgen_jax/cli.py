@@ -28,8 +28,15 @@ def _output_paths(out: str, count: int) -> list[str]:
     folder = os.path.dirname(os.path.abspath(paths[0]))
     if not os.path.isdir(folder):
         raise CLIError(f"--out {out}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK) or any(os.path.exists(p) and not os.access(p, os.W_OK) for p in paths):
-        raise CLIError(f"--out {out}: cannot write there (permission denied)")
+    for path in paths:  # probe by creating the file: os.access says yes to root even where writing fails
+        existed = os.path.exists(path)
+        try:
+            with open(path, "ab"):
+                pass
+        except OSError as e:
+            raise CLIError(f"--out {path}: cannot write there ({e.strerror or type(e).__name__})") from None
+        if not existed:
+            os.remove(path)
     return paths
 
 

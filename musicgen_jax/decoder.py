@@ -64,30 +64,34 @@ class Attention(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x_BTD, mask_BTS, cache_k_BSNH=None, cache_v_BSNH=None, cache_index=None):
+    def __call__(self, x_BTD, mask_BTS, cache=None, layer=None, cache_index=None):
+        """``cache``: None, or ``(k, v)`` of every layer ``(L, B, S, N, H)``; this layer's new keys and values are
+        written in place at ``[layer, :, cache_index]`` (the cache travels in the layer scan's carry, so XLA updates
+        the buffer instead of rebuilding it each step). Returns ``(y_BTD, cache)``."""
         cfg = self.config
         D, N, H = cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim
         qkv = self.param("qkv", _init, (D, 3, N, H))
         out = self.param("out", _init, (N, H, D))
-        q_BTNH, k_BTNH, v_BTNH = jnp.einsum("BTD,DCNH->CBTNH", x_BTD, qkv.astype(x_BTD.dtype))
-        if cache_k_BSNH is not None:
-            k_BSNH = jax.lax.dynamic_update_slice(
-                cache_k_BSNH, k_BTNH.astype(cache_k_BSNH.dtype), (0, cache_index, 0, 0)
-            )
-            v_BSNH = jax.lax.dynamic_update_slice(
-                cache_v_BSNH, v_BTNH.astype(cache_v_BSNH.dtype), (0, cache_index, 0, 0)
-            )
+        # Output axes in the kernel's own order (B, T, then C, N, H): the CPU matmul reads the kernel in place
+        # instead of transposing a copy of it every step.
+        qkv_BTCNH = jnp.einsum("BTD,DCNH->BTCNH", x_BTD, qkv.astype(x_BTD.dtype))
+        q_BTNH, k_BTNH, v_BTNH = qkv_BTCNH[:, :, 0], qkv_BTCNH[:, :, 1], qkv_BTCNH[:, :, 2]
+        if cache is not None:
+            k_LBSNH, v_LBSNH = cache
+            start = (layer, 0, cache_index, 0, 0)
+            k_LBSNH = jax.lax.dynamic_update_slice(k_LBSNH, k_BTNH[None].astype(k_LBSNH.dtype), start)
+            v_LBSNH = jax.lax.dynamic_update_slice(v_LBSNH, v_BTNH[None].astype(v_LBSNH.dtype), start)
+            k_BSNH = jax.lax.dynamic_index_in_dim(k_LBSNH, layer, 0, keepdims=False)
+            v_BSNH = jax.lax.dynamic_index_in_dim(v_LBSNH, layer, 0, keepdims=False)
+            cache = (k_LBSNH, v_LBSNH)
         else:
             k_BSNH, v_BSNH = k_BTNH, v_BTNH
         scores_BNTS = jnp.einsum("BTNH,BSNH->BNTS", q_BTNH, k_BSNH.astype(q_BTNH.dtype)) * (H**-0.5)
         scores_BNTS = jnp.where(mask_BTS[:, None], scores_BNTS.astype(jnp.float32), jnp.finfo(jnp.float32).min)
         probs_BNTS = jax.nn.softmax(scores_BNTS, axis=-1).astype(x_BTD.dtype)
         probs_BNTS = nn.Dropout(cfg.attention_dropout)(probs_BNTS, deterministic=self.deterministic)
-        attn_BTNH = jnp.einsum("BNTS,BSNH->BTNH", probs_BNTS, v_BSNH.astype(x_BTD.dtype))
-        y_BTD = jnp.einsum("BTNH,NHD->BTD", attn_BTNH, out.astype(x_BTD.dtype))
-        if cache_k_BSNH is None:
-            return y_BTD, None, None
-        return y_BTD, k_BSNH, v_BSNH
+        attn_BNTH = jnp.einsum("BNTS,BSNH->BNTH", probs_BNTS, v_BSNH.astype(x_BTD.dtype))
+        return jnp.einsum("BNTH,NHD->BTD", attn_BNTH, out.astype(x_BTD.dtype)), cache
 
 
 class MLP(nn.Module):
@@ -105,26 +109,25 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    """Pre-LayerNorm block: ``x + attn(ln(x))``, then ``x + mlp(ln(x))``. Scanned over layers by :class:`Decoder`."""
+    """Pre-LayerNorm block: ``x + attn(ln(x))``, then ``x + mlp(ln(x))``. Scanned over layers by :class:`Decoder`;
+    the carry is ``(x_BTD, layer index, cache or None)``."""
 
     config: DecoderConfig
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x_BTD, cache_layer, mask_BTS, cache_index):
+    def __call__(self, carry, mask_BTS, cache_index):
+        x_BTD, layer, cache = carry
         cfg = self.config
-        cache_k, cache_v = cache_layer if cache_layer is not None else (None, None)
         with jax.named_scope("attn"):
             h = layer_norm("attn_norm")(x_BTD)
-            h, new_k, new_v = Attention(cfg, self.deterministic, name="attn")(
-                h, mask_BTS, cache_k, cache_v, cache_index
-            )
+            h, cache = Attention(cfg, self.deterministic, name="attn")(h, mask_BTS, cache, layer, cache_index)
             x_BTD = x_BTD + nn.Dropout(cfg.dropout)(h, deterministic=self.deterministic)
         with jax.named_scope("mlp"):
             h = layer_norm("mlp_norm")(x_BTD)
             h = MLP(cfg, self.deterministic, name="mlp")(h)
             x_BTD = x_BTD + nn.Dropout(cfg.dropout)(h, deterministic=self.deterministic)
-        return x_BTD, (None if new_k is None else (new_k, new_v))
+        return (x_BTD, layer + 1, cache), None
 
 
 class Decoder(nn.Module):
@@ -169,11 +172,11 @@ class Decoder(nn.Module):
             DecoderLayer,
             variable_axes={"params": 0},
             split_rngs={"params": True, "dropout": True},
-            in_axes=(0, nn.broadcast, nn.broadcast),
+            in_axes=(nn.broadcast, nn.broadcast),
             length=cfg.num_hidden_layers,
         )(cfg, self.deterministic, name="layers")
-        cache_layers = None if cache is None else (cache.k, cache.v)
-        x_BTD, new_cache = layers(x_BTD, cache_layers, mask_BTS, cache_index)
+        carry = (x_BTD, jnp.zeros((), jnp.int32), None if cache is None else (cache.k, cache.v))
+        (x_BTD, _, new_cache), _ = layers(carry, mask_BTS, cache_index)
 
         x_BTD = layer_norm("final_norm")(x_BTD)
         lm_heads = self.param("lm_heads", _init, (K, D, V))
