@@ -74,7 +74,7 @@ def test_unknown_argument_is_named(checkpoint):
         MusicgenMelodyProcessor.from_pretrained(checkpoint)(text=TEXTS, return_token_type_ids=True)
 
 
-SEED_EXAMPLE = '''
+SEED_EXAMPLE = """
 import torch
 import scipy.io.wavfile
 from musicgen_jax import AutoProcessor, MusicgenForConditionalGeneration
@@ -89,7 +89,7 @@ inputs = processor(
 )
 audio_values = model.generate(**inputs, do_sample=True, guidance_scale=3, max_new_tokens=256)
 scipy.io.wavfile.write("generated_music.wav", rate=processor.sampling_rate, data=audio_values[0, 0].cpu().numpy())
-'''
+"""
 
 
 def test_the_hf_doc_example_runs_with_only_the_import_changed(checkpoint, tmp_path, monkeypatch):
