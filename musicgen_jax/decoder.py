@@ -138,8 +138,8 @@ class Decoder(nn.Module):
       prefix_BPD: optional float ``(B, P, D)`` conditioning states placed in front of the embedded tokens.
       cache: optional :class:`KVCache`; the new positions are written at ``cache_index``.
       cache_index: int scalar, how many positions the cache already holds (0 without a cache).
-      key_mask_BS: optional bool ``(B, S)`` (S = P + T without a cache, the capacity with one): False for keys that
-        must not be attended to (HF's ``decoder_attention_mask``, with ones for the prefix).
+      attention_mask_BT: optional ``(B, T)`` 1/0 over the target tokens (HF's ``decoder_attention_mask``): keys at
+        0 are not attended to. Every prefix position stays visible, as in HF. Only without a cache.
 
     Returns ``(logits_BKTV, cache)``, where the logits cover the prefix positions too (``T' = P + T``), as in HF.
     """
@@ -148,7 +148,9 @@ class Decoder(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, input_ids_BKT, prefix_BPD=None, cache: KVCache | None = None, cache_index=0, key_mask_BS=None):
+    def __call__(
+        self, input_ids_BKT, prefix_BPD=None, cache: KVCache | None = None, cache_index=0, attention_mask_BT=None
+    ):
         cfg = self.config
         K, V, D = cfg.num_codebooks, cfg.vocab_size, cfg.hidden_size
         embed = self.param("embed", _init, (K, V + 1, D))
@@ -164,8 +166,14 @@ class Decoder(nn.Module):
 
         S = T if cache is None else cache.k.shape[2]
         mask_BTS = (jnp.arange(S)[None, :] <= positions_T[:, None])[None]
-        if key_mask_BS is not None:
-            mask_BTS = mask_BTS & key_mask_BS.astype(bool)[:, None, :]
+        if attention_mask_BT is not None:
+            if cache is not None:
+                raise ValueError("attention_mask_BT is only supported without a KV cache")
+            # HF concatenates ones for the conditioning prefix in front of decoder_attention_mask.
+            key_mask_BS = jnp.concatenate(
+                [jnp.ones((B, T - attention_mask_BT.shape[1]), bool), attention_mask_BT.astype(bool)], axis=1
+            )
+            mask_BTS = mask_BTS & key_mask_BS[:, None, :]
         mask_BTS = jnp.broadcast_to(mask_BTS, (B, T, S))
 
         layers = nn.scan(

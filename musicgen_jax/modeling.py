@@ -79,15 +79,12 @@ def _encode_text(params, config: MusicgenMelodyConfig, input_ids_BS, attention_m
 
 @functools.partial(jax.jit, static_argnames=("config",))
 def _forward_logits(
-    params, config: MusicgenMelodyConfig, input_ids_BKT, text_BSE, text_mask_BS, chroma_BFC, prefix_BPD, key_mask_BS
+    params, config: MusicgenMelodyConfig, input_ids_BKT, text_BSE, text_mask_BS, chroma_BFC, prefix_BPD, target_mask_BT
 ):
     if prefix_BPD is None:
         prefix_BPD = conditioning.forward_prefix(params, config, text_BSE, text_mask_BS, chroma_BFC)
-    if key_mask_BS is not None and prefix_BPD is not None:
-        prefix_ones = jnp.ones((key_mask_BS.shape[0], prefix_BPD.shape[1]), bool)
-        key_mask_BS = jnp.concatenate([prefix_ones, key_mask_BS.astype(bool)], axis=1)
     logits_BKTV, _ = Decoder(config.decoder).apply(
-        {"params": params["decoder"]}, input_ids_BKT, prefix_BPD, key_mask_BS=key_mask_BS
+        {"params": params["decoder"]}, input_ids_BKT, prefix_BPD, attention_mask_BT=target_mask_BT
     )
     return logits_BKTV, prefix_BPD
 

@@ -65,15 +65,10 @@ def build_delay_pattern(
     return pattern[..., :start], pattern
 
 
-def apply_delay_pattern(ids_BKT, pattern_BKT):
+def apply_delay_pattern(ids_BKT: np.ndarray, pattern_BKT: np.ndarray) -> np.ndarray:
     """Keeps ids where the pattern is -1, forces the pattern's value elsewhere (HF ``apply_delay_pattern_mask``)."""
-    T = ids_BKT.shape[-1]
-    pattern = pattern_BKT[..., :T]
-    return (
-        jnp.where(pattern == -1, ids_BKT, pattern)
-        if isinstance(ids_BKT, jax.Array)
-        else np.where(pattern == -1, ids_BKT, pattern)
-    )
+    pattern = pattern_BKT[..., : ids_BKT.shape[-1]]
+    return np.where(pattern == -1, ids_BKT, pattern)
 
 
 def revert_delay_pattern(ids_BKT: np.ndarray, pad_token_id: int) -> np.ndarray:

@@ -125,15 +125,11 @@ def loss_and_metrics(
     ids_BKT = batch.get("decoder_input_ids")
     if ids_BKT is None:
         ids_BKT = shift_tokens_right(labels_BTK, dec.pad_token_id, dec.bos_token_id)
-    key_mask_BS = batch.get("decoder_attention_mask")
-    if key_mask_BS is not None and prefix_BPD is not None:  # HF attends to every prefix position
-        prefix_ones = jnp.ones((key_mask_BS.shape[0], prefix_BPD.shape[1]), bool)
-        key_mask_BS = jnp.concatenate([prefix_ones, key_mask_BS.astype(bool)], axis=1)
     logits_BKTV, _ = Decoder(dec, deterministic=deterministic).apply(
         {"params": params["decoder"]},
         ids_BKT,
         prefix_BPD,
-        key_mask_BS=key_mask_BS,
+        attention_mask_BT=batch.get("decoder_attention_mask"),
         rngs={} if deterministic else {"dropout": decoder_rng},
     )
     loss, per_codebook, tokens = codebook_cross_entropy(logits_BKTV, labels_BTK, dec.pad_token_id)
