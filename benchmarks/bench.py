@@ -312,6 +312,41 @@ def bandwidth_reference(nbytes: int = 1 << 30) -> dict:
     return out
 
 
+def matmul_reference(n: int = 2048, dtype: str = "float32") -> dict:
+    """Dense matmul throughput on this host: a jitted (n, n) @ (n, n) in JAX, best of 5."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jnp.ones((n, n), dtype)
+    mm = jax.jit(lambda a: a @ a)
+    mm(a).block_until_ready()
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        mm(a).block_until_ready()
+        times.append(time.perf_counter() - t0)
+    return {"n": n, "dtype": dtype, "jax_matmul_GFLOPs": 2 * n**3 / min(times) / 1e9}
+
+
+def hardware_floor(breakdown: dict, bandwidth: dict, matmul: dict) -> dict:
+    """One decode step's floor on this host: max(bytes it must read / read bandwidth, FLOPs / matmul throughput),
+    and the measured step as a fraction of it (1.0 = at the hardware limit)."""
+    bw = bandwidth["jax_sum_read_GBps"] * 1e9
+    bytes_s = breakdown["step_read_bytes"] / bw
+    flops_s = breakdown["step_flops"] / (matmul["jax_matmul_GFLOPs"] * 1e9)
+    floor = max(bytes_s, flops_s)
+    return {
+        "read_bandwidth_GBps": bandwidth["jax_sum_read_GBps"],
+        "matmul_GFLOPs": matmul["jax_matmul_GFLOPs"],
+        "bytes_floor_s": bytes_s,
+        "flops_floor_s": flops_s,
+        "floor_s": floor,
+        "bound": "memory" if bytes_s >= flops_s else "compute",
+        "scan_step_fraction_of_floor": floor / breakdown["scan_step_s"],
+        "gemv_fraction_of_floor": floor / breakdown["gemv_floor_s"],
+    }
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The JAX decode-step breakdown: prefill, one cached forward step and the sampling head, each jitted on its own,
 # and the floor: plain GEMVs over the same weight matrices, unstacked (what one step must at least read).
@@ -322,19 +357,20 @@ def jax_step_breakdown(model, prefix, fixed, total: int, decode_s: float, steps:
     import jax.numpy as jnp
 
     from musicgen_jax import sampling
-    from musicgen_jax.decoder import Decoder, KVCache
+    from musicgen_jax.decoder import Decoder, KVCache, is_scanned, unstack_layers
 
     dec = model.config.decoder
     params = model.params["decoder"]
+    scanned = is_scanned(params)
     rows, P = prefix.shape[0], prefix.shape[1]
     S = fixed.shape[-1]
-    decoder = Decoder(dec)
+    decoder = Decoder(dec, scan_layers=scanned)
     capacity = P + total
     dtype = jax.tree_util.tree_leaves(params)[0].dtype
 
     @jax.jit
     def prefill(params, prefix, ids):
-        cache = KVCache.zeros(dec, rows, capacity, dtype)
+        cache = KVCache.zeros(dec, rows, capacity, dtype, scanned=scanned)
         logits, cache = decoder.apply(
             {"params": params}, jnp.concatenate([ids, ids], axis=0), prefix, cache=cache, cache_index=0
         )
@@ -377,16 +413,17 @@ def jax_step_breakdown(model, prefix, fixed, total: int, decode_s: float, steps:
         t0 = time.perf_counter()
         head(logits, rng).block_until_ready()
         head_times.append(time.perf_counter() - t0)
-    kv_bytes = 2 * cache.k.nbytes  # the attention reads the whole preallocated capacity every step
+    kv_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(cache))  # the whole preallocated capacity
     del cache
 
-    # The floor: x (rows, D) @ W for every layer matrix, as separate (unstacked) buffers in their natural layout.
-    layers = params["layers"]
+    # Plain GEMVs: x (rows, D) @ W for every layer matrix, as separate buffers in their natural layout.
+    layers = unstack_layers(params) if scanned else params
     D = dec.hidden_size
     mats = []
     for i in range(dec.num_hidden_layers):
-        for w in (layers["attn"]["qkv"], layers["attn"]["out"], layers["mlp"]["up"], layers["mlp"]["down"]):
-            mats.append(jnp.array(w[i]).reshape(-1, w.shape[-1]) if w.ndim == 3 else jnp.array(w[i]).reshape(D, -1))
+        layer = layers[f"layers_{i}"]
+        for w in (layer["attn"]["qkv"], layer["attn"]["out"], layer["mlp"]["up"], layer["mlp"]["down"]):
+            mats.append(jnp.array(w).reshape(D, -1) if w.shape[0] == D else jnp.array(w).reshape(-1, D))
     x = jnp.ones((rows, max(m.shape[0] for m in mats)), dtype)
     gemvs = jax.jit(lambda x, mats: sum(jnp.sum(x[:, : w.shape[0]] @ w) for w in mats))
     gemvs(x, mats).block_until_ready()
@@ -401,6 +438,16 @@ def jax_step_breakdown(model, prefix, fixed, total: int, decode_s: float, steps:
     weight_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(params))
     forward_s, head_s, gemv_s = median(forward_times), median(head_times), median(gemv_times)
     scan_step_s = (decode_s - prefill_s) / max(steps - 1, 1)
+    # The work one step must do: read every decoder weight once (the embedding only for the K rows it looks up)
+    # and the keys/values of the positions filled so far (on average the prefix + half the generated steps);
+    # FLOPs: 2 per weight per row for the matmuls, plus the attention over those positions.
+    itemsize = np.dtype(dtype).itemsize
+    embed = params["embed"]
+    read_bytes = weight_bytes - embed.nbytes + dec.num_codebooks * embed.shape[-1] * itemsize
+    mean_filled = P + S + (total - S) / 2
+    kv_needed = 2 * dec.num_hidden_layers * rows * mean_filled * D * itemsize
+    matmul_params = (weight_bytes - embed.nbytes) / itemsize
+    flops = 2 * rows * matmul_params + 4 * rows * dec.num_hidden_layers * mean_filled * D
     return {
         "prefill_first_call_s": prefill_first,
         "prefill_s": prefill_s,
@@ -418,6 +465,10 @@ def jax_step_breakdown(model, prefix, fixed, total: int, decode_s: float, steps:
         "cache_capacity": capacity,
         "rows": rows,
         "scan_step_effective_GBps": (weight_bytes + kv_bytes) / scan_step_s / 1e9,
+        "layout": "scanned" if scanned else "unrolled",
+        "step_read_bytes": read_bytes + kv_needed,
+        "step_kv_needed_bytes": kv_needed,
+        "step_flops": flops,
         "forward_step_effective_GBps": (weight_bytes + kv_bytes) / forward_s / 1e9,
     }
 
@@ -613,6 +664,8 @@ def run(args) -> dict:
     jax_decode = [x["decode"] for x in rows["jax_gen"]]
     breakdown = jax_step_breakdown(ours, prefix, fixed, steps + 1, median(jax_decode), steps)
     bw = bandwidth_reference(args.bandwidth_bytes)
+    mm = matmul_reference()
+    floor = hardware_floor(breakdown, bw, mm)
     load_summary = load.summary()
     mem.close()
 
@@ -649,6 +702,12 @@ def run(args) -> dict:
     }
     for v in rss.values():
         v["hf_over_jax"] = v["hf"] / v["jax"] if v["jax"] else float("nan")
+    # The issue's memory figure: JAX's resident memory at its peak during generate over what it must hold.
+    param_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(ours.params))
+    jax_peak = rss["resident_after_load_and_first_call_bytes"]["jax"] + rss["peak_increase_generate_bytes"]["jax"]
+    rss["jax_peak_over_weights_and_cache"] = jax_peak / (param_bytes + breakdown["kv_cache_bytes"])
+    rss["param_bytes"] = param_bytes
+    figures["compile_s"] = jax_first["total"] - median(field("jax_gen", "total"))
 
     result.update(
         environment={
@@ -689,6 +748,8 @@ def run(args) -> dict:
         raw={**rows, "hf_encodec_long": hf_long, "jax_encodec_long": jax_long},
         jax_step_breakdown=breakdown,
         bandwidth=bw,
+        matmul=mm,
+        floor=floor,
         rss={**rss, "process_peak_bytes": process_peak, "baseline_bytes": rss0, "phases": mem.phases},
         bench_wall_s=time.perf_counter() - wall0,
     )
@@ -750,6 +811,14 @@ def markdown(res: dict) -> str:
         f"{_fmt_s(hf1['total'])} | {_fmt_s(jf['total'])} | |"
     )
     lines.append(f"| first call: long EnCodec (JAX: compile + run) | | {_fmt_s(first['jax_encodec_long_s'])} | |")
+    fl = res["floor"]
+    lines.append(f"| compile (JAX first generate - steady state) | | {_fmt_s(f['compile_s'])} | |")
+    lines.append(
+        f"| decode step [floor: {fl['bound']}-bound, {_fmt_s(fl['floor_s'])}] (fraction of floor) | "
+        f"{_fmt_s(f['decode_loop_s']['hf'] / sh['max_new_tokens'])} "
+        f"({fl['floor_s'] / (f['decode_loop_s']['hf'] / sh['max_new_tokens']):.0%}) | "
+        f"{_fmt_s(bd['scan_step_s'])} ({fl['scan_step_fraction_of_floor']:.0%}) | |"
+    )
     for label, key in (
         ("RSS: resident after load + first call", "resident_after_load_and_first_call_bytes"),
         ("RSS: peak increase during generate", "peak_increase_generate_bytes"),
@@ -757,6 +826,10 @@ def markdown(res: dict) -> str:
     ):
         v = res["rss"][key]
         lines.append(f"| {label} | {_fmt_gb(v['hf'])} | {_fmt_gb(v['jax'])} | {v['hf_over_jax']:.2f} |")
+    lines.append(
+        f"| JAX peak (resident + generate peak) / (weights {_fmt_gb(res['rss']['param_bytes'])} + KV cache) | | "
+        f"{res['rss']['jax_peak_over_weights_and_cache']:.2f}x | |"
+    )
     lines += [
         "",
         f"- JAX first generate {_fmt_s(jf['total'])} = T5 {_fmt_s(jf['t5'])} + decode loop {_fmt_s(jf['decode'])} + "
@@ -765,7 +838,11 @@ def markdown(res: dict) -> str:
         f"- JAX decode step: prefill {_fmt_s(bd['prefill_s'])} ({bd['prefix_len']} prefix positions + BOS, "
         f"{bd['rows']} rows); scan step (loop - prefill) / (steps - 1) = {_fmt_s(bd['scan_step_s'])}; one cached "
         f"forward step jitted alone {_fmt_s(bd['forward_step_s'])}; sampling head (CFG + top-k + draw) "
-        f"{_fmt_s(bd['sampling_head_s'])}.",
+        f"{_fmt_s(bd['sampling_head_s'])}. Decoder layout: {bd['layout']}.",
+        f"- Hardware floor of one step: it must read {_fmt_gb(bd['step_read_bytes'])} (weights + the KV cache of the "
+        f"filled positions, {_fmt_gb(bd['step_kv_needed_bytes'])} on average) at {fl['read_bandwidth_GBps']:.1f} GB/s "
+        f"= {_fmt_s(fl['bytes_floor_s'])}, and do {bd['step_flops'] / 1e9:.2f} GFLOP at {fl['matmul_GFLOPs']:.0f} "
+        f"GFLOP/s (JAX {res['matmul']['n']}^3 matmul) = {_fmt_s(fl['flops_floor_s'])}; the floor is the larger.",
         f"- Floor: plain GEMVs ({bd['rows']} rows) over the same layer matrices ({_fmt_gb(bd['layer_matrix_bytes'])}, "
         f"unstacked) take {_fmt_s(bd['gemv_floor_s'])} ({bd['gemv_floor_GBps']:.1f} GB/s); the scan step moves "
         f"weights {_fmt_gb(bd['decoder_weight_bytes'])} + KV cache {_fmt_gb(bd['kv_cache_bytes'])} (capacity "

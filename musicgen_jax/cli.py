@@ -120,7 +120,7 @@ def cmd_convert(args) -> int:
     if os.path.exists(args.dst) and not os.path.isdir(args.dst):
         raise CLIError(f"--dst {args.dst}: exists and is not a directory")
     started = time.perf_counter()
-    model = MusicgenMelodyForConditionalGeneration.from_pretrained(args.src, dtype=args.dtype)
+    model = MusicgenMelodyForConditionalGeneration.from_pretrained(args.src, dtype=args.dtype, scan_layers=True)
     dst = model.save_pretrained(args.dst)
     print(f"converted {args.src} -> {dst} ({model.dtype}) in {time.perf_counter() - started:.1f} s")
     return 0

@@ -13,6 +13,14 @@ Layout of the parameter tree (what ``convert/decoder.py`` writes):
   layers/mlp/down  (L, F, D)
   final_norm       {scale, bias} (D,)
   lm_heads         (K, D, V)
+
+That is the scanned layout (``scan_layers=True``, what checkpoints store and training uses: one compiled layer body,
+flat compile time). The unrolled layout (``scan_layers=False``) holds each layer in its own subtree ``layers_0``,
+``layers_1``, ... (the same leaves without the leading L axis) and runs the layers as straight-line code: every
+matmul then reads its kernel, and attention its KV cache, from a buffer of its own. XLA:CPU cannot read a slice of a
+stacked buffer in place and copies each layer's kernels and cache slice out of the stack on every decode step, so
+the unrolled layout is the fast one for generation. :func:`unstack_layers` / :func:`stack_layers` convert between
+the two; :func:`is_scanned` tells which one a tree uses.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from musicgen_jax.config import DecoderConfig
 from musicgen_jax.layers import activation, layer_norm
@@ -31,15 +40,73 @@ _init = nn.initializers.normal(0.02)
 
 
 class KVCache(NamedTuple):
-    """Preallocated keys and values of every layer: ``k``, ``v`` ``(L, B, S, N, H)``; ``S`` is the capacity."""
+    """Preallocated keys and values of every layer; ``S`` is the capacity.
 
-    k: jax.Array
-    v: jax.Array
+    Scanned layout: ``k``, ``v`` are ``(L, B, N, S, H)`` arrays. Unrolled layout: tuples of L ``(B, N, S, H)``
+    arrays, one buffer per layer (see the module docstring). Head-major, so attention reads them without a copy."""
+
+    k: Any
+    v: Any
 
     @classmethod
-    def zeros(cls, config: DecoderConfig, batch: int, capacity: int, dtype=jnp.float32) -> KVCache:
-        shape = (config.num_hidden_layers, batch, capacity, config.num_attention_heads, config.head_dim)
-        return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+    def zeros(
+        cls, config: DecoderConfig, batch: int, capacity: int, dtype=jnp.float32, scanned: bool = True
+    ) -> KVCache:
+        L, N, H = config.num_hidden_layers, config.num_attention_heads, config.head_dim
+        if scanned:
+            shape = (L, batch, N, capacity, H)
+            return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+        shape = (batch, N, capacity, H)
+        return cls(tuple(jnp.zeros(shape, dtype) for _ in range(L)), tuple(jnp.zeros(shape, dtype) for _ in range(L)))
+
+    @property
+    def scanned(self) -> bool:
+        return not isinstance(self.k, tuple | list)
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[3] if self.scanned else self.k[0].shape[2]
+
+
+def is_scanned(decoder_params) -> bool:
+    """Whether a decoder parameter tree is in the scanned layout (one stacked ``layers`` subtree)."""
+    return "layers" in decoder_params
+
+
+def unstack_layers(decoder_params: dict, *, consume: bool = False) -> dict:
+    """Scanned -> unrolled layout: ``layers`` (leading L axis) becomes ``layers_0`` ... ``layers_{L-1}``.
+
+    Numpy leaves are sliced as views. With ``consume=True`` the stacked subtree is removed from ``decoder_params``
+    and each stacked array is released as soon as it is sliced, so the peak extra memory is one stacked leaf
+    rather than a second copy of every layer (what loading uses). A tree already unrolled is returned as is."""
+    if not is_scanned(decoder_params):
+        return dict(decoder_params)
+    out = {k: v for k, v in decoder_params.items() if k != "layers"}
+    leaves, treedef = jax.tree_util.tree_flatten(decoder_params.pop("layers") if consume else decoder_params["layers"])
+    L = leaves[0].shape[0]
+    per_layer = [[None] * len(leaves) for _ in range(L)]
+    for j in range(len(leaves)):
+        leaf, leaves[j] = leaves[j], None
+        for i in range(L):
+            per_layer[i][j] = leaf[i]
+        del leaf
+    for i in range(L):
+        out[f"layers_{i}"] = jax.tree_util.tree_unflatten(treedef, per_layer[i])
+    return out
+
+
+def stack_layers(decoder_params) -> dict:
+    """Unrolled -> scanned layout (the inverse of :func:`unstack_layers`). A scanned tree is returned as is."""
+    if is_scanned(decoder_params):
+        return dict(decoder_params)
+    names = sorted((k for k in decoder_params if k.startswith("layers_")), key=lambda k: int(k.split("_")[1]))
+    if [int(k.split("_")[1]) for k in names] != list(range(len(names))):
+        raise ValueError(f"decoder layers are not numbered 0..{len(names) - 1}: {names}")
+    out = {k: v for k, v in decoder_params.items() if not k.startswith("layers_")}
+    layers = [decoder_params[k] for k in names]
+    numpy = all(isinstance(x, np.ndarray) for x in jax.tree_util.tree_leaves(layers))
+    out["layers"] = jax.tree_util.tree_map(lambda *xs: (np.stack if numpy else jnp.stack)(xs), *layers)
+    return out
 
 
 def sinusoidal_positions(positions_T: jax.Array, dim: int) -> jax.Array:
@@ -65,33 +132,47 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x_BTD, mask_BTS, cache=None, layer=None, cache_index=None):
-        """``cache``: None, or ``(k, v)`` of every layer ``(L, B, S, N, H)``; this layer's new keys and values are
-        written in place at ``[layer, :, cache_index]`` (the cache travels in the layer scan's carry, so XLA updates
-        the buffer instead of rebuilding it each step). Returns ``(y_BTD, cache)``."""
+        """``cache``: None; or, scanned, ``(k, v)`` of every layer ``(L, B, N, S, H)`` and this layer's index
+        ``layer``: the new keys and values are written in place at ``[layer, :, :, cache_index]`` (the cache travels in
+        the layer scan's carry, so XLA updates the buffer instead of rebuilding it each step); or, unrolled
+        (``layer`` None), this layer's own ``(k, v)`` ``(B, N, S, H)``, written at ``[:, :, cache_index]``.
+        Returns ``(y_BTD, cache)``.
+
+        Layouts are chosen so that no weight or cache buffer is transposed on the way into a matmul (XLA would
+        otherwise copy it on every decode step): the QKV output keeps the kernel's (C, N, H) order, the cache is
+        head-major (the attention matmuls batch over B, N), and the output projection reads ``out`` as the
+        ``(N * H, D)`` matrix it already is in memory."""
         cfg = self.config
         D, N, H = cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim
         qkv = self.param("qkv", _init, (D, 3, N, H))
         out = self.param("out", _init, (N, H, D))
-        # Output axes in the kernel's own order (B, T, then C, N, H): the CPU matmul reads the kernel in place
-        # instead of transposing a copy of it every step.
         qkv_BTCNH = jnp.einsum("BTD,DCNH->BTCNH", x_BTD, qkv.astype(x_BTD.dtype))
-        q_BTNH, k_BTNH, v_BTNH = qkv_BTCNH[:, :, 0], qkv_BTCNH[:, :, 1], qkv_BTCNH[:, :, 2]
-        if cache is not None:
-            k_LBSNH, v_LBSNH = cache
-            start = (layer, 0, cache_index, 0, 0)
-            k_LBSNH = jax.lax.dynamic_update_slice(k_LBSNH, k_BTNH[None].astype(k_LBSNH.dtype), start)
-            v_LBSNH = jax.lax.dynamic_update_slice(v_LBSNH, v_BTNH[None].astype(v_LBSNH.dtype), start)
-            k_BSNH = jax.lax.dynamic_index_in_dim(k_LBSNH, layer, 0, keepdims=False)
-            v_BSNH = jax.lax.dynamic_index_in_dim(v_LBSNH, layer, 0, keepdims=False)
-            cache = (k_LBSNH, v_LBSNH)
+        qkv_CBNTH = qkv_BTCNH.transpose(2, 0, 3, 1, 4)  # activations only: tiny
+        q_BNTH, k_BNTH, v_BNTH = qkv_CBNTH[0], qkv_CBNTH[1], qkv_CBNTH[2]
+        if cache is not None and layer is None:
+            k_BNSH, v_BNSH = cache
+            start = (0, 0, cache_index, 0)
+            k_BNSH = jax.lax.dynamic_update_slice(k_BNSH, k_BNTH.astype(k_BNSH.dtype), start)
+            v_BNSH = jax.lax.dynamic_update_slice(v_BNSH, v_BNTH.astype(v_BNSH.dtype), start)
+            cache = (k_BNSH, v_BNSH)
+        elif cache is not None:
+            k_LBNSH, v_LBNSH = cache
+            start = (layer, 0, 0, cache_index, 0)
+            k_LBNSH = jax.lax.dynamic_update_slice(k_LBNSH, k_BNTH[None].astype(k_LBNSH.dtype), start)
+            v_LBNSH = jax.lax.dynamic_update_slice(v_LBNSH, v_BNTH[None].astype(v_LBNSH.dtype), start)
+            k_BNSH = jax.lax.dynamic_index_in_dim(k_LBNSH, layer, 0, keepdims=False)
+            v_BNSH = jax.lax.dynamic_index_in_dim(v_LBNSH, layer, 0, keepdims=False)
+            cache = (k_LBNSH, v_LBNSH)
         else:
-            k_BSNH, v_BSNH = k_BTNH, v_BTNH
-        scores_BNTS = jnp.einsum("BTNH,BSNH->BNTS", q_BTNH, k_BSNH.astype(q_BTNH.dtype)) * (H**-0.5)
+            k_BNSH, v_BNSH = k_BNTH, v_BNTH
+        scores_BNTS = jnp.einsum("BNTH,BNSH->BNTS", q_BNTH, k_BNSH.astype(q_BNTH.dtype)) * (H**-0.5)
         scores_BNTS = jnp.where(mask_BTS[:, None], scores_BNTS.astype(jnp.float32), jnp.finfo(jnp.float32).min)
         probs_BNTS = jax.nn.softmax(scores_BNTS, axis=-1).astype(x_BTD.dtype)
         probs_BNTS = nn.Dropout(cfg.attention_dropout)(probs_BNTS, deterministic=self.deterministic)
-        attn_BNTH = jnp.einsum("BNTS,BSNH->BNTH", probs_BNTS, v_BSNH.astype(x_BTD.dtype))
-        return jnp.einsum("BNTH,NHD->BTD", attn_BNTH, out.astype(x_BTD.dtype)), cache
+        attn_BNTH = jnp.einsum("BNTS,BNSH->BNTH", probs_BNTS, v_BNSH.astype(x_BTD.dtype))
+        B, T = x_BTD.shape[:2]
+        attn_BTF = attn_BNTH.transpose(0, 2, 1, 3).reshape(B, T, N * H)
+        return jnp.einsum("BTF,FD->BTD", attn_BTF, out.reshape(N * H, D).astype(x_BTD.dtype)), cache
 
 
 class MLP(nn.Module):
@@ -109,8 +190,9 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    """Pre-LayerNorm block: ``x + attn(ln(x))``, then ``x + mlp(ln(x))``. Scanned over layers by :class:`Decoder`;
-    the carry is ``(x_BTD, layer index, cache or None)``."""
+    """Pre-LayerNorm block: ``x + attn(ln(x))``, then ``x + mlp(ln(x))``. Scanned over layers by :class:`Decoder`,
+    the carry is ``(x_BTD, layer index, every layer's cache or None)``; unrolled, ``(x_BTD, None, this layer's cache
+    or None)``."""
 
     config: DecoderConfig
     deterministic: bool = True
@@ -127,7 +209,7 @@ class DecoderLayer(nn.Module):
             h = layer_norm("mlp_norm")(x_BTD)
             h = MLP(cfg, self.deterministic, name="mlp")(h)
             x_BTD = x_BTD + nn.Dropout(cfg.dropout)(h, deterministic=self.deterministic)
-        return (x_BTD, layer + 1, cache), None
+        return (x_BTD, None if layer is None else layer + 1, cache), None
 
 
 class Decoder(nn.Module):
@@ -136,7 +218,7 @@ class Decoder(nn.Module):
     Call with:
       input_ids_BKT: int ``(B, K, T)`` codes in ``[0, V]`` (``V`` is BOS/pad).
       prefix_BPD: optional float ``(B, P, D)`` conditioning states placed in front of the embedded tokens.
-      cache: optional :class:`KVCache`; the new positions are written at ``cache_index``.
+      cache: optional :class:`KVCache` in this module's layout; the new positions are written at ``cache_index``.
       cache_index: int scalar, how many positions the cache already holds (0 without a cache).
       attention_mask_BT: optional ``(B, T)`` 1/0 over the target tokens (HF's ``decoder_attention_mask``): keys at
         0 are not attended to. Every prefix position stays visible, as in HF. Only without a cache.
@@ -146,6 +228,7 @@ class Decoder(nn.Module):
 
     config: DecoderConfig
     deterministic: bool = True
+    scan_layers: bool = True  # the parameter layout; see the module docstring
 
     @nn.compact
     def __call__(
@@ -164,7 +247,7 @@ class Decoder(nn.Module):
         x_BTD = x_BTD + sinusoidal_positions(positions_T, D).astype(x_BTD.dtype)
         x_BTD = nn.Dropout(cfg.dropout)(x_BTD, deterministic=self.deterministic)
 
-        S = T if cache is None else cache.k.shape[2]
+        S = T if cache is None else cache.capacity
         mask_BTS = (jnp.arange(S)[None, :] <= positions_T[:, None])[None]
         if attention_mask_BT is not None:
             if cache is not None:
@@ -176,19 +259,37 @@ class Decoder(nn.Module):
             mask_BTS = mask_BTS & key_mask_BS[:, None, :]
         mask_BTS = jnp.broadcast_to(mask_BTS, (B, T, S))
 
-        layers = nn.scan(
-            DecoderLayer,
-            variable_axes={"params": 0},
-            split_rngs={"params": True, "dropout": True},
-            in_axes=(nn.broadcast, nn.broadcast),
-            length=cfg.num_hidden_layers,
-        )(cfg, self.deterministic, name="layers")
-        carry = (x_BTD, jnp.zeros((), jnp.int32), None if cache is None else (cache.k, cache.v))
-        (x_BTD, _, new_cache), _ = layers(carry, mask_BTS, cache_index)
+        if cache is not None and cache.scanned != self.scan_layers:
+            raise ValueError(
+                f"the KV cache layout (scanned={cache.scanned}) differs from scan_layers={self.scan_layers}"
+            )
+        if self.scan_layers:
+            layers = nn.scan(
+                DecoderLayer,
+                variable_axes={"params": 0},
+                split_rngs={"params": True, "dropout": True},
+                in_axes=(nn.broadcast, nn.broadcast),
+                length=cfg.num_hidden_layers,
+            )(cfg, self.deterministic, name="layers")
+            carry = (x_BTD, jnp.zeros((), jnp.int32), None if cache is None else (cache.k, cache.v))
+            (x_BTD, _, new_cache), _ = layers(carry, mask_BTS, cache_index)
+        else:
+            ks, vs = [], []
+            for i in range(cfg.num_hidden_layers):
+                layer_cache = None if cache is None else (cache.k[i], cache.v[i])
+                layer = DecoderLayer(cfg, self.deterministic, name=f"layers_{i}")
+                (x_BTD, _, layer_cache), _ = layer((x_BTD, None, layer_cache), mask_BTS, cache_index)
+                if layer_cache is not None:
+                    ks.append(layer_cache[0])
+                    vs.append(layer_cache[1])
+            new_cache = None if cache is None else (tuple(ks), tuple(vs))
 
         x_BTD = layer_norm("final_norm")(x_BTD)
         lm_heads = self.param("lm_heads", _init, (K, D, V))
-        logits_BKTV = jnp.einsum("BTD,KDV->BKTV", x_BTD, lm_heads.astype(x_BTD.dtype))
+        # K as a batch axis of both operands: the heads are read as the K (D, V) matrices they are in memory, where
+        # "BTD,KDV" would have XLA transpose all of them into one (D, K * V) matrix on every step.
+        x_KBTD = jnp.broadcast_to(x_BTD[None], (K, *x_BTD.shape))
+        logits_BKTV = jnp.einsum("KBTD,KDV->BKTV", x_KBTD, lm_heads.astype(x_BTD.dtype))
         return logits_BKTV, (None if new_cache is None else KVCache(*new_cache))
 
 

@@ -243,7 +243,7 @@ def _load(model_path: str):
     if not os.path.isdir(model_path):
         raise FinetuneError(f"{model_path}: no such model directory")
     try:
-        model = MusicgenMelodyForConditionalGeneration.from_pretrained(model_path)
+        model = MusicgenMelodyForConditionalGeneration.from_pretrained(model_path, scan_layers=True)
     except (ValueError, OSError) as e:
         raise FinetuneError(f"{model_path}: cannot load the model ({_one_line(e)})") from None
     try:

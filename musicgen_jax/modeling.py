@@ -83,7 +83,8 @@ def _forward_logits(
 ):
     if prefix_BPD is None:
         prefix_BPD = conditioning.forward_prefix(params, config, text_BSE, text_mask_BS, chroma_BFC)
-    logits_BKTV, _ = Decoder(config.decoder).apply(
+    decoder = Decoder(config.decoder, scan_layers=decoder_module.is_scanned(params["decoder"]))
+    logits_BKTV, _ = decoder.apply(
         {"params": params["decoder"]}, input_ids_BKT, prefix_BPD, attention_mask_BT=target_mask_BT
     )
     return logits_BKTV, prefix_BPD
@@ -95,7 +96,9 @@ class MusicgenMelodyForConditionalGeneration:
     Attributes:
       config: :class:`~musicgen_jax.config.MusicgenMelodyConfig` (frozen; static under jit).
       params: nested dict of jax arrays, laid out as the Flax modules define (see each module's docstring):
-        ``text_encoder``, ``audio_encoder``, ``decoder`` and the projections ``text_proj`` / ``chroma_proj``.
+        ``text_encoder``, ``audio_encoder``, ``decoder`` and the projections ``text_proj`` / ``chroma_proj``. The
+        decoder's layers are unrolled (``layers_0`` ...) or scanned (one stacked ``layers``), as loaded
+        (``scan_layers``); every entry point accepts either.
       generation_config: defaults for :meth:`generate`, read from ``generation_config.json``.
     """
 
@@ -122,7 +125,7 @@ class MusicgenMelodyForConditionalGeneration:
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | os.PathLike, dtype: Any = jnp.float32, mesh=None
+        cls, name_or_path: str | os.PathLike, dtype: Any = jnp.float32, mesh=None, scan_layers: bool = False
     ) -> MusicgenMelodyForConditionalGeneration:
         """Loads a checkpoint: a local HF directory (``config.json`` + safetensors, sharded or not, or a .bin), a
         Hugging Face Hub id such as ``"facebook/musicgen-melody"``, or a directory written by :meth:`save_pretrained`
@@ -132,6 +135,11 @@ class MusicgenMelodyForConditionalGeneration:
         the checkpoint's dtype. ``mesh``: a ``jax.sharding.Mesh`` with axes ``("data", "model")`` (see
         :func:`musicgen_jax.sharding.make_mesh`): every parameter is placed by its logical axes; a converted
         checkpoint restores straight into those shardings.
+
+        ``scan_layers``: the decoder's parameter layout (see ``musicgen_jax.decoder``). False (default): one buffer per
+        layer, run unrolled; the fastest decoding (XLA:CPU copies a stacked layer's kernels and cache out of the
+        stack on every step), at a longer compile. True: the layers stacked and scanned, as checkpoints store them;
+        flat compile time, what fine-tuning uses. Both give the same numbers.
         """
         path = hub.resolve(name_or_path)
         target = resolve_dtype(dtype)
@@ -140,10 +148,16 @@ class MusicgenMelodyForConditionalGeneration:
             abstract = abstract_params(config)
             shardings = None if mesh is None else sharding.shardings_for(abstract, mesh)
             params = checkpoint.restore(path, abstract, dtype=target, shardings=shardings)
+            if not scan_layers:
+                params["decoder"] = decoder_module.unstack_layers(params["decoder"], consume=True)
+                if mesh is not None:
+                    params = sharding.shard_params(params, mesh)
         else:
             from convert import convert_checkpoint  # the converter is only needed when loading HF weights
 
             config, params = convert_checkpoint(path)
+            if not scan_layers:  # numpy views: each layer is copied to the device once, below
+                params["decoder"] = decoder_module.unstack_layers(params["decoder"], consume=True)
             params = cast_params(params, target)
             if mesh is not None:
                 params = sharding.shard_params(params, mesh)
@@ -154,8 +168,11 @@ class MusicgenMelodyForConditionalGeneration:
     def save_pretrained(self, directory: str | os.PathLike) -> str:
         """Writes the converted format (orbax parameters + HF json, tokenizer and preprocessor files) to
         ``directory``; :meth:`from_pretrained` reads it back bit for bit."""
+        params = self.params
+        if not decoder_module.is_scanned(params["decoder"]):  # checkpoints store the scanned layout
+            params = {**params, "decoder": decoder_module.stack_layers(params["decoder"])}
         return checkpoint.save(
-            directory, self.params, self.config.to_hf(), self.generation_config.to_hf(), copy_from=self.source_dir
+            directory, params, self.config.to_hf(), self.generation_config.to_hf(), copy_from=self.source_dir
         )
 
     # ----------------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from musicgen_jax.config import DecoderConfig
-from musicgen_jax.decoder import Decoder, KVCache
+from musicgen_jax.decoder import Decoder, KVCache, is_scanned
 
 # ---------------------------------------------------------------------------------------------------------------
 # Delay pattern (host side, numpy): HF MusicgenMelodyForCausalLM.build_delay_pattern_mask / apply / revert.
@@ -158,7 +158,8 @@ class LoopSpec:
 def _run(decoder_params, spec: LoopSpec, ids_BKT, cache, index, prefix=None):
     """One decoder pass over ``ids_BKT`` (duplicated for CFG) at cache ``index``; last-position logits."""
     ids = jnp.concatenate([ids_BKT, ids_BKT], axis=0) if spec.use_cfg else ids_BKT
-    logits, cache = Decoder(spec.config).apply({"params": decoder_params}, ids, prefix, cache=cache, cache_index=index)
+    decoder = Decoder(spec.config, scan_layers=is_scanned(decoder_params))
+    logits, cache = decoder.apply({"params": decoder_params}, ids, prefix, cache=cache, cache_index=index)
     return logits[:, :, -1].astype(jnp.float32), cache
 
 
@@ -181,7 +182,8 @@ def _prefill(decoder_params, prefix_BPD, prompt_BKS, rng, spec: LoopSpec) -> Dec
     B, K, S = prompt_BKS.shape
     P = 0 if prefix_BPD is None else prefix_BPD.shape[1]
     dtype = jax.tree_util.tree_leaves(decoder_params)[0].dtype
-    cache = KVCache.zeros(spec.config, 2 * B if spec.use_cfg else B, P + spec.max_length, dtype)
+    rows = 2 * B if spec.use_cfg else B
+    cache = KVCache.zeros(spec.config, rows, P + spec.max_length, dtype, scanned=is_scanned(decoder_params))
     tokens = jnp.zeros((B, K, spec.max_length), jnp.int32).at[:, :, :S].set(prompt_BKS.astype(jnp.int32))
     logits, cache = _run(decoder_params, spec, tokens[:, :, :S], cache, 0, prefix_BPD)
     return DecodeState(jnp.asarray(S, jnp.int32), tokens, cache, logits, rng)
@@ -189,7 +191,7 @@ def _prefill(decoder_params, prefix_BPD, prompt_BKS, rng, spec: LoopSpec) -> Dec
 
 def _advance(decoder_params, state: DecodeState, pattern_BKT, sampling, spec: LoopSpec, num_steps: int):
     """``num_steps`` scan steps: sample position ``step``, write it, run it through the decoder."""
-    prefix_len = state.cache.k.shape[2] - spec.max_length
+    prefix_len = state.cache.capacity - spec.max_length
 
     def step(state: DecodeState, _):
         ids_BK, rng = _sample(state, pattern_BKT, sampling, spec)

@@ -35,11 +35,14 @@ _STACKED_MATMULS = (
     (r"layers/mlp/down", ("layers", "ffn", "embed")),
     (r"layers/(attn|mlp)_norm/(scale|bias)", ("layers", "norm")),
 )
+# The decoder's unrolled layout (``layers_0`` ...; see ``musicgen_jax.decoder``): the same axes without "layers".
+_UNROLLED_MATMULS = tuple((path.replace("layers/", r"layers_\d+/", 1), axes[1:]) for path, axes in _STACKED_MATMULS)
 PARAM_AXES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
     (r"decoder/embed", ("codebooks", "vocab", "embed")),  # (K, V+1, D)
     (r"decoder/lm_heads", ("codebooks", "embed", "vocab")),  # (K, D, V)
     (r"decoder/final_norm/(scale|bias)", ("norm",)),
     *((rf"decoder/{path}", axes) for path, axes in _STACKED_MATMULS),
+    *((rf"decoder/{path}", axes) for path, axes in _UNROLLED_MATMULS),
     (r"text_encoder/embed", ("vocab", "embed")),  # (V_text, E)
     (r"text_encoder/rel_bias", (None, None)),  # (U, N): tiny
     (r"text_encoder/final_norm/scale", ("norm",)),
@@ -176,10 +179,11 @@ def shard_host_batch(local_batch: Any, mesh: Mesh) -> Any:
     return jax.tree_util.tree_map(put, local_batch)
 
 
-def cache_sharding(mesh: Mesh, rows: int, num_heads: int) -> NamedSharding:
-    """The KV cache ``(L, B', S, N, H)``: rows over ``data``, heads over ``model`` (each when it divides)."""
-    spec = spec_for((None, "batch", None, "heads", None), (1, rows, 1, num_heads, 1), mesh)
-    return NamedSharding(mesh, spec)
+def cache_sharding(mesh: Mesh, rows: int, num_heads: int, scanned: bool = True) -> NamedSharding:
+    """The KV cache, ``(L, B', N, S, H)`` scanned or ``(B', N, S, H)`` per layer: rows over ``data``, heads over
+    ``model`` (each when it divides)."""
+    spec = spec_for(("batch", "heads", None, None), (rows, num_heads, 1, 1), mesh)
+    return NamedSharding(mesh, PartitionSpec(None, *spec) if scanned else spec)
 
 
 def decode(mesh: Mesh, decoder_params, prefix_BPD, prompt_BKS, pattern_BKT, rng, knobs, **static):

@@ -28,7 +28,7 @@ import optax
 
 from musicgen_jax import conditioning, decoder, encodec, sampling, t5
 from musicgen_jax.config import MusicgenMelodyConfig
-from musicgen_jax.decoder import Decoder
+from musicgen_jax.decoder import Decoder, is_scanned
 from musicgen_jax.t5 import T5Encoder
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ def loss_and_metrics(
     ids_BKT = batch.get("decoder_input_ids")
     if ids_BKT is None:
         ids_BKT = shift_tokens_right(labels_BTK, dec.pad_token_id, dec.bos_token_id)
-    logits_BKTV, _ = Decoder(dec, deterministic=deterministic).apply(
+    logits_BKTV, _ = Decoder(dec, deterministic, scan_layers=is_scanned(params["decoder"])).apply(
         {"params": params["decoder"]},
         ids_BKT,
         prefix_BPD,

@@ -56,6 +56,34 @@ def test_decoder_layout(tiny):
     assert "chroma_proj" not in params  # num_chroma == hidden_size == 12: HF creates no projection either
 
 
+def test_layer_layouts_hold_the_same_weights(tiny, tmp_path):
+    """from_pretrained's default unrolled layout (one subtree per layer) and the scanned one hold the same tensors;
+    save_pretrained writes the scanned layout from either, and the two layouts convert into each other exactly."""
+    path, hf = tiny
+    from musicgen_jax.decoder import is_scanned, stack_layers, unstack_layers
+
+    unrolled = MusicgenMelodyForConditionalGeneration.from_pretrained(path)
+    scanned = MusicgenMelodyForConditionalGeneration.from_pretrained(path, scan_layers=True)
+    assert not is_scanned(unrolled.params["decoder"]) and is_scanned(scanned.params["decoder"])
+    layers = hf.decoder.model.decoder.layers
+    assert sorted(k for k in unrolled.params["decoder"] if k.startswith("layers_")) == [
+        f"layers_{i}" for i in range(len(layers))
+    ]
+    fc1 = layers[1].fc1.weight.detach().numpy()  # (F, D)
+    np.testing.assert_array_equal(np.asarray(unrolled.params["decoder"]["layers_1"]["mlp"]["up"]), fc1.T)
+    want = _leaves(scanned.params)
+    assert _leaves({**unrolled.params, "decoder": stack_layers(unrolled.params["decoder"])}).keys() == want.keys()
+    for key, value in _leaves({**unrolled.params, "decoder": stack_layers(unrolled.params["decoder"])}).items():
+        np.testing.assert_array_equal(value, want[key], err_msg=key)
+    back = unstack_layers(stack_layers(unrolled.params["decoder"]))
+    for key, value in _leaves(back).items():
+        np.testing.assert_array_equal(value, _leaves(unrolled.params["decoder"])[key], err_msg=key)
+    unrolled.save_pretrained(tmp_path / "saved")
+    reloaded = MusicgenMelodyForConditionalGeneration.from_pretrained(tmp_path / "saved", scan_layers=True)
+    for key, value in _leaves(reloaded.params).items():
+        np.testing.assert_array_equal(value, want[key], err_msg=key)
+
+
 def test_chroma_projection_when_sizes_differ(tmp_path):
     path, hf = save_hf_melody(tmp_path, decoder={"hidden_size": 20, "num_attention_heads": 4})
     _, params = convert_checkpoint(path, parts=("decoder",))

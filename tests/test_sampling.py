@@ -13,7 +13,7 @@ from transformers.generation.logits_process import (
 )
 
 from musicgen_jax import MusicgenMelodyForConditionalGeneration, sampling
-from musicgen_jax.decoder import Decoder, KVCache
+from musicgen_jax.decoder import Decoder, KVCache, stack_layers, unstack_layers
 from tests.helpers import hf_generate, report, save_hf_melody
 
 
@@ -95,24 +95,31 @@ def test_guidance_and_temperature_match_hf():
     np.testing.assert_allclose(np.asarray(got), ref.numpy(), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("scanned", [True, False], ids=["scanned", "unrolled"])
 @pytest.mark.parametrize("which", ["mono", "stereo"])
-def test_prefill_then_steps_equals_full_forward(request, which):
-    """MaxText-style autoregression test: cached decoding reproduces one full forward pass position by position."""
+def test_prefill_then_steps_equals_full_forward(request, which, scanned):
+    """MaxText-style autoregression test: cached decoding reproduces one full forward pass position by position,
+    in either parameter/cache layout; the full forward of the other layout agrees too."""
     _, ours = request.getfixturevalue(which)
     cfg = ours.config.decoder
     rng = np.random.default_rng(3)
     B, P, T, prefill = 2, 5, 9, 3
     ids = jnp.asarray(rng.integers(0, cfg.vocab_size + 1, (B, cfg.num_codebooks, T)))
     prefix = jnp.asarray(rng.standard_normal((B, P, cfg.hidden_size)), jnp.float32)
-    params = {"params": ours.params["decoder"]}
-    full, _ = Decoder(cfg).apply(params, ids, prefix)
-    cache = KVCache.zeros(cfg, B, P + T + 4)  # spare capacity must stay invisible
-    logits, cache = Decoder(cfg).apply(params, ids[:, :, :prefill], prefix, cache=cache, cache_index=0)
-    errs = [report(f"{which} prefill", logits, full[:, :, : P + prefill])]
+    layout = stack_layers if scanned else unstack_layers
+    params = {"params": layout(ours.params["decoder"])}
+    other = {"params": (unstack_layers if scanned else stack_layers)(ours.params["decoder"])}
+    decoder = Decoder(cfg, scan_layers=scanned)
+    full, _ = decoder.apply(params, ids, prefix)
+    full_other, _ = Decoder(cfg, scan_layers=not scanned).apply(other, ids, prefix)
+    errs = [report(f"{which} scanned vs unrolled forward", full_other, full)]
+    cache = KVCache.zeros(cfg, B, P + T + 4, scanned=scanned)  # spare capacity must stay invisible
+    logits, cache = decoder.apply(params, ids[:, :, :prefill], prefix, cache=cache, cache_index=0)
+    errs.append(report(f"{which} prefill", logits, full[:, :, : P + prefill]))
     for t in range(prefill, T):
-        logits, cache = Decoder(cfg).apply(params, ids[:, :, t : t + 1], None, cache=cache, cache_index=P + t)
+        logits, cache = decoder.apply(params, ids[:, :, t : t + 1], None, cache=cache, cache_index=P + t)
         errs.append(float(np.abs(np.asarray(logits[:, :, 0]) - np.asarray(full[:, :, P + t])).max()))
-    print(f"[parity] {which} cached steps vs full forward: max abs err {max(errs):.3e}")
+    print(f"[parity] {which} ({'scanned' if scanned else 'unrolled'}) cached steps vs full forward: {max(errs):.3e}")
     assert max(errs) <= 1e-5
 
 

@@ -95,6 +95,7 @@ def _device_checks() -> None:
     import jax.numpy as jnp
 
     from musicgen_jax import MusicgenMelodyForConditionalGeneration, sampling, sharding, training
+    from musicgen_jax import decoder as decoder_module
 
     jax.config.update("jax_default_matmul_precision", "highest")
     assert jax.device_count() == 8, jax.devices()
@@ -174,11 +175,23 @@ def _device_checks() -> None:
     args = sharding.shard_batch((prefix, jnp.asarray(fixed), jnp.asarray(pattern)), mesh)
     hlo = sampling.decode.lower(dp, *args, key, knobs, **static).compile().as_text()
     capacity = prefix.shape[1] + 24
-    per_device = f"f32[{dec.num_hidden_layers},{2 * BATCH // 2},{capacity},{dec.num_attention_heads // 4},"
-    whole = f"f32[{dec.num_hidden_layers},{2 * BATCH},{capacity},"
+    # Scanned cache (L, B', N, S, H) and unrolled per-layer caches (B', N, S, H): rows over data, heads over model.
+    per_device = f"f32[{dec.num_hidden_layers},{2 * BATCH // 2},{dec.num_attention_heads // 4},{capacity},"
+    whole = f"f32[{dec.num_hidden_layers},{2 * BATCH},{dec.num_attention_heads},{capacity},"
     results["seconds_before_cache"] = time.perf_counter() - started
     results["cache_split"] = per_device in hlo and whole not in hlo
-    results["cache_shapes"] = sorted(set(re.findall(rf"f32\[{dec.num_hidden_layers},\d+,{capacity},\d+,\d+\]", hlo)))
+    results["cache_shapes"] = sorted(set(re.findall(rf"f32\[{dec.num_hidden_layers},\d+,\d+,{capacity},\d+\]", hlo)))
+    unrolled = sharding.shard_params({"decoder": decoder_module.unstack_layers(params["decoder"])}, mesh)["decoder"]
+    hlo = sampling.decode.lower(unrolled, *args, key, knobs, **static).compile().as_text()
+    per_device = f"f32[{2 * BATCH // 2},{dec.num_attention_heads // 4},{capacity},{dec.head_dim}]"
+    whole = f"f32[{2 * BATCH},{dec.num_attention_heads},{capacity},{dec.head_dim}]"
+    results["unrolled_cache_split"] = per_device in hlo and whole not in hlo
+    results["unrolled_cache_shapes"] = sorted(set(re.findall(rf"f32\[\d+,\d+,{capacity},\d+\]", hlo)))
+    results["unrolled_codes_equal"] = bool(
+        np.array_equal(
+            np.asarray(sharding.decode(mesh, unrolled, prefix, fixed, pattern, key, knobs, **static)), ref_codes
+        )
+    )
 
     # The front door: generate with sharded parameters gives the one-device codes.
     text = np.random.default_rng(2).integers(2, 90, (BATCH, 5))
@@ -208,8 +221,10 @@ def _device_checks() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         MusicgenMelodyForConditionalGeneration(config, params).save_pretrained(tmp)
         loaded = MusicgenMelodyForConditionalGeneration.from_pretrained(tmp, mesh=mesh)
-    results["from_pretrained_spec"] = str(loaded.params["decoder"]["layers"]["mlp"]["up"].sharding.spec)
-    results["from_pretrained_diff"] = _max_diff(loaded.params, params)
+    results["from_pretrained_spec"] = str(loaded.params["decoder"]["layers_1"]["mlp"]["up"].sharding.spec)
+    results["from_pretrained_diff"] = _max_diff(
+        {**loaded.params, "decoder": decoder_module.stack_layers(loaded.params["decoder"])}, params
+    )
     results["seconds"] = time.perf_counter() - started
     print("RESULTS " + json.dumps(results))
 
@@ -277,6 +292,8 @@ def test_data_parallel_train_step_equals_one_device(results, mesh):
 
 def test_kv_cache_stays_split_inside_the_decode_loop(results):
     assert results["cache_split"], f"KV cache buffers in the compiled loop: {results['cache_shapes']}"
+    assert results["unrolled_cache_split"], f"per-layer KV caches in the loop: {results['unrolled_cache_shapes']}"
+    assert results["unrolled_codes_equal"]
 
 
 def test_generate_with_sharded_params(results):
@@ -290,7 +307,7 @@ def test_checkpoint_restores_into_shardings(results):
 
 
 def test_from_pretrained_with_a_mesh(results):
-    assert results["from_pretrained_spec"] == "P(None, None, 'model')"
+    assert results["from_pretrained_spec"] == "P(None, 'model')"  # unrolled (default): (D, F) per layer
     assert results["from_pretrained_diff"] == 0.0
 
 

@@ -26,7 +26,9 @@ def pair(tmp_path_factory):
     path, hf = save_hf_melody(
         tmp_path_factory.mktemp("train"), decoder={"hidden_size": 20, "num_attention_heads": 4}, chroma_length=5
     )
-    return hf, MusicgenMelodyForConditionalGeneration.from_pretrained(path)
+    return hf, MusicgenMelodyForConditionalGeneration.from_pretrained(
+        path, scan_layers=True
+    )  # the layout fine-tuning uses
 
 
 def _case(name: str, batch=3, seq=7, length=6, seed=0):
