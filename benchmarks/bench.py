@@ -874,8 +874,8 @@ def markdown(res: dict) -> str:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", choices=sorted(CONFIGS), default="tiny")
-    p.add_argument("--steps", type=int, default=128, help="max_new_tokens (decoder steps)")
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--steps", default="128", help="max_new_tokens (decoder steps), or a comma list paired with --batch")
+    p.add_argument("--batch", default="1", help="text rows, or a comma list (1,4,16): one fresh process each")
     p.add_argument("--repeats", type=int, default=3, help="interleaved HF/JAX repeats (fewer if --budget-s is hit)")
     p.add_argument("--budget-s", type=float, default=540.0, help="stop repeating once another repeat would pass this")
     p.add_argument("--encodec-seconds", type=float, default=30.0, help="length of the long EnCodec decode")
@@ -891,9 +891,25 @@ def main(argv=None) -> dict:
         os.makedirs(args.cache_dir, exist_ok=True)
         build_checkpoint(args.config, args.cache_dir)
         return {}
-    if args.steps < 4:
-        p.error("--steps must be >= 4 (the delay pattern of 4 codebooks)")
+    try:
+        batches = [int(x) for x in str(args.batch).split(",")]
+        steps = [int(x) for x in str(args.steps).split(",")]
+    except ValueError:
+        p.error(f"--batch {args.batch!r} / --steps {args.steps!r}: integers or comma lists of integers")
+    if len(steps) == 1:
+        steps = steps * len(batches)
+    if len(steps) != len(batches):
+        p.error(f"--steps gives {len(steps)} values for {len(batches)} batch sizes")
+    if min(steps) < 4 or min(batches) < 1:
+        p.error("--steps must be >= 4 (the delay pattern of 4 codebooks) and --batch >= 1")
     os.makedirs(args.cache_dir, exist_ok=True)
+    if len(batches) > 1:  # one fresh process per batch size: no memory or allocator state carried between them
+        rest = list(argv if argv is not None else sys.argv[1:])
+        for b, n in zip(batches, steps, strict=True):
+            child = _replace_option(_replace_option(rest, "--batch", str(b)), "--steps", str(n))
+            subprocess.run([sys.executable, os.path.abspath(__file__), *child], check=True)
+        return {}
+    args.batch, args.steps = batches[0], steps[0]
     res = run(args)
     os.makedirs(args.out, exist_ok=True)
     stem = f"{args.config}-{res['environment']['device']}-b{args.batch}-s{args.steps}"
@@ -905,6 +921,22 @@ def main(argv=None) -> dict:
     print(table)
     print(f"[bench] wrote {os.path.join(args.out, stem)}.json and .md")
     return res
+
+
+def _replace_option(argv: list[str], name: str, value: str) -> list[str]:
+    """``argv`` with ``name``'s value set to ``value`` (``--name v`` or ``--name=v``; appended when absent)."""
+    out, skip = [], False
+    for i, a in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if a == name and i + 1 < len(argv):
+            skip = True
+            continue
+        if a.startswith(name + "="):
+            continue
+        out.append(a)
+    return [*out, name, value]
 
 
 if __name__ == "__main__":
