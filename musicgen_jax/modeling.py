@@ -414,6 +414,8 @@ class MusicgenMelodyForConditionalGeneration:
             jnp.float32(temperature), jnp.float32(top_p), jnp.float32(guidance_scale if use_cfg else 1.0)
         )
         args = (self.params["decoder"], prefix, jnp.asarray(fixed), jnp.asarray(pattern), rng, knobs)
+        placement = getattr(jax.tree_util.tree_leaves(self.params["decoder"])[0], "sharding", None)
+        single_device = placement is None or len(placement.device_set) == 1
         static = dict(
             config=dec,
             max_length=total,
@@ -421,6 +423,8 @@ class MusicgenMelodyForConditionalGeneration:
             top_k=top_k if do_sample else 0,
             use_top_p=do_sample and top_p < 1.0,
             use_cfg=use_cfg,
+            # generate's unconditional rows are all the same (zero text, null chroma, the same BOS): one prefill row
+            shared_uncond=use_cfg and single_device and sampling.uncond_rows_shared(prefix, fixed),
         )
         started = time.perf_counter()
         if progress is None:

@@ -153,14 +153,29 @@ class LoopSpec:
     top_k: int
     use_top_p: bool
     use_cfg: bool
+    shared_uncond: bool = False  # every unconditional row has the same prefix and prompt: prefill it once
+
+
+def _pass(decoder_params, spec: LoopSpec, ids, cache, index, prefix=None):
+    """One decoder pass over the rows ``ids`` at cache ``index``; last-position logits."""
+    decoder = Decoder(spec.config, scan_layers=is_scanned(decoder_params))
+    logits, cache = decoder.apply({"params": decoder_params}, ids, prefix, cache=cache, cache_index=index)
+    return logits[:, :, -1].astype(jnp.float32), cache
 
 
 def _run(decoder_params, spec: LoopSpec, ids_BKT, cache, index, prefix=None):
     """One decoder pass over ``ids_BKT`` (duplicated for CFG) at cache ``index``; last-position logits."""
     ids = jnp.concatenate([ids_BKT, ids_BKT], axis=0) if spec.use_cfg else ids_BKT
-    decoder = Decoder(spec.config, scan_layers=is_scanned(decoder_params))
-    logits, cache = decoder.apply({"params": decoder_params}, ids, prefix, cache=cache, cache_index=index)
-    return logits[:, :, -1].astype(jnp.float32), cache
+    return _pass(decoder_params, spec, ids, cache, index, prefix)
+
+
+def _repeat_last_row(x, rows: int, axis: int):
+    """``x`` with ``rows`` rows along ``axis``: the first ``rows - 1`` then copies of the last row of ``x``."""
+    head = jax.lax.slice_in_dim(x, 0, x.shape[axis] - 1, axis=axis)
+    last = jax.lax.slice_in_dim(x, x.shape[axis] - 1, x.shape[axis], axis=axis)
+    shape = list(last.shape)
+    shape[axis] = rows - head.shape[axis]
+    return jnp.concatenate([head, jnp.broadcast_to(last, shape)], axis=axis)
 
 
 def _sample(state: DecodeState, pattern_BKT, sampling: SamplingParams, spec: LoopSpec):
@@ -183,8 +198,20 @@ def _prefill(decoder_params, prefix_BPD, prompt_BKS, rng, spec: LoopSpec) -> Dec
     P = 0 if prefix_BPD is None else prefix_BPD.shape[1]
     dtype = jax.tree_util.tree_leaves(decoder_params)[0].dtype
     rows = 2 * B if spec.use_cfg else B
-    cache = KVCache.zeros(spec.config, rows, P + spec.max_length, dtype, scanned=is_scanned(decoder_params))
+    scanned = is_scanned(decoder_params)
     tokens = jnp.zeros((B, K, spec.max_length), jnp.int32).at[:, :, :S].set(prompt_BKS.astype(jnp.int32))
+    if spec.use_cfg and spec.shared_uncond and B > 1:
+        # The B unconditional rows are identical (the caller checked the prefix and prompt): run the B conditional
+        # rows and one unconditional row, then copy that row's keys, values and logits to the other B - 1. Each row
+        # is computed as before, so the numbers are the same; the prefill does B - 1 fewer rows.
+        cache = KVCache.zeros(spec.config, B + 1, P + spec.max_length, dtype, scanned=scanned)
+        ids = jnp.concatenate([tokens[:, :, :S], tokens[:1, :, :S]], axis=0)
+        prefix = None if prefix_BPD is None else prefix_BPD[: B + 1]
+        logits, cache = _pass(decoder_params, spec, ids, cache, 0, prefix)
+        logits = _repeat_last_row(logits, rows, axis=0)
+        cache = jax.tree_util.tree_map(lambda x: _repeat_last_row(x, rows, axis=1 if scanned else 0), cache)
+        return DecodeState(jnp.asarray(S, jnp.int32), tokens, cache, logits, rng)
+    cache = KVCache.zeros(spec.config, rows, P + spec.max_length, dtype, scanned=scanned)
     logits, cache = _run(decoder_params, spec, tokens[:, :, :S], cache, 0, prefix_BPD)
     return DecodeState(jnp.asarray(S, jnp.int32), tokens, cache, logits, rng)
 
@@ -210,13 +237,26 @@ def _finish(state: DecodeState, pattern_BKT, sampling, spec: LoopSpec):
     return jax.lax.dynamic_update_index_in_dim(state.tokens_BKT, ids_BK, state.step, axis=2)
 
 
-def _spec(config, max_length, do_sample, top_k, use_top_p, use_cfg) -> LoopSpec:
-    return LoopSpec(config, int(max_length), bool(do_sample), int(top_k), bool(use_top_p), bool(use_cfg))
+def _spec(config, max_length, do_sample, top_k, use_top_p, use_cfg, shared_uncond=False) -> LoopSpec:
+    return LoopSpec(
+        config, int(max_length), bool(do_sample), int(top_k), bool(use_top_p), bool(use_cfg), bool(shared_uncond)
+    )
+
+
+def uncond_rows_shared(prefix_BPD, prompt_BKS) -> bool:
+    """Whether the unconditional half of a CFG prefix ``[cond; uncond]`` holds one row repeated and every prompt row
+    is the same (host check; what :func:`decode`'s ``shared_uncond`` requires). True for generate's own prefixes."""
+    prompt = np.asarray(prompt_BKS)
+    B = prompt.shape[0]
+    if B < 2 or prefix_BPD is None or prefix_BPD.shape[0] != 2 * B or not (prompt == prompt[:1]).all():
+        return False
+    uncond = np.asarray(prefix_BPD[B:])
+    return bool((uncond == uncond[:1]).all())
 
 
 @functools.partial(
     jax.jit,
-    static_argnames=("config", "max_length", "do_sample", "top_k", "use_top_p", "use_cfg"),
+    static_argnames=("config", "max_length", "do_sample", "top_k", "use_top_p", "use_cfg", "shared_uncond"),
 )
 def decode(
     decoder_params,
@@ -232,6 +272,7 @@ def decode(
     top_k: int,
     use_top_p: bool,
     use_cfg: bool,
+    shared_uncond: bool = False,
 ):
     """Generates the full delayed code buffer ``(B, K, max_length)`` int32, as one compiled program.
 
@@ -242,10 +283,12 @@ def decode(
       pattern_BKT: int ``(B, K, max_length)`` the delay pattern (-1 where codes are generated).
       rng: a PRNG key (unused when greedy).
       sampling: temperature / top_p / guidance_scale as arrays.
+      shared_uncond: the unconditional rows of the prefix are one row repeated and all prompt rows are equal
+        (:func:`uncond_rows_shared`): the prefill then runs B + 1 rows instead of 2B. Same result.
     """
     if max_length <= prompt_BKS.shape[2]:
         raise ValueError(f"max_length {max_length} leaves nothing to generate after {prompt_BKS.shape[2]} positions")
-    spec = _spec(config, max_length, do_sample, top_k, use_top_p, use_cfg)
+    spec = _spec(config, max_length, do_sample, top_k, use_top_p, use_cfg, shared_uncond)
     state = _prefill(decoder_params, prefix_BPD, prompt_BKS, rng, spec)
     state = _advance(decoder_params, state, pattern_BKT, sampling, spec, max_length - prompt_BKS.shape[2] - 1)
     return _finish(state, pattern_BKT, sampling, spec)

@@ -1,5 +1,7 @@
 """The generation loop's parts against HF: delay pattern, logits processors, KV cache consistency, greedy codes."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -187,3 +189,42 @@ def test_chunked_decode_equals_one_program(mono):
     chunked, compile_s = sampling.decode_in_chunks(*args, chunk=4, on_chunk=lambda d, t: seen.append((d, t)), **static)
     np.testing.assert_array_equal(np.asarray(chunked), np.asarray(whole))
     assert seen == [(5, 14), (9, 14), (13, 14), (14, 14)] and compile_s > 0
+
+
+@pytest.mark.parametrize("scanned", [True, False], ids=["scanned", "unrolled"])
+def test_shared_unconditional_prefill_gives_the_same_codes(mono, scanned):
+    """With CFG, generate's unconditional rows are identical; prefilling one of them and copying its cache and logits
+    (``shared_uncond``) must not change a single code, greedy or sampled."""
+    _, ours = mono
+    cfg = ours.config.decoder
+    rng = np.random.default_rng(11)
+    B, P = 3, 5
+    cond = rng.standard_normal((B, P, cfg.hidden_size)).astype(np.float32)
+    uncond = np.repeat(rng.standard_normal((1, P, cfg.hidden_size)).astype(np.float32), B, axis=0)
+    prefix = jnp.asarray(np.concatenate([cond, uncond]))
+    ids = np.full((B, cfg.num_codebooks, 1), cfg.pad_token_id)
+    fixed, pattern = sampling.build_delay_pattern(ids, cfg.pad_token_id, 14, cfg.audio_channels)
+    assert sampling.uncond_rows_shared(prefix, fixed)
+    assert not sampling.uncond_rows_shared(prefix.at[B + 1, 0, 0].add(1.0), fixed)
+    assert not sampling.uncond_rows_shared(prefix, np.concatenate([fixed[:1], fixed[1:] * 0], axis=0))
+    params = (stack_layers if scanned else unstack_layers)(ours.params["decoder"])
+    knobs = sampling.SamplingParams(jnp.float32(1.2), jnp.float32(0.95), jnp.float32(3.0))
+    for do_sample in (False, True):
+        run = functools.partial(
+            sampling.decode,
+            params,
+            prefix,
+            jnp.asarray(fixed),
+            jnp.asarray(pattern),
+            jax.random.PRNGKey(4),
+            knobs,
+            config=cfg,
+            max_length=14,
+            do_sample=do_sample,
+            top_k=6 if do_sample else 0,
+            use_top_p=do_sample,
+            use_cfg=True,
+        )
+        shared, separate = np.asarray(run(shared_uncond=True)), np.asarray(run(shared_uncond=False))
+        np.testing.assert_array_equal(shared, separate)
+        assert len(np.unique(shared[:, :, 4:])) > 1  # generated codes, not a constant
