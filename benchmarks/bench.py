@@ -364,7 +364,7 @@ def jax_step_breakdown(model, prefix, fixed, total: int, decode_s: float, steps:
     import jax.numpy as jnp
 
     from musicgen_jax import sampling
-    from musicgen_jax.decoder import Decoder, KVCache, is_scanned, unstack_layers
+    from musicgen_jax.decoder import Decoder, is_scanned, unstack_layers
 
     dec = model.config.decoder
     params = model.params["decoder"]
@@ -375,13 +375,13 @@ def jax_step_breakdown(model, prefix, fixed, total: int, decode_s: float, steps:
     capacity = P + total
     dtype = jax.tree_util.tree_leaves(params)[0].dtype
 
-    @jax.jit
+    # The library's own prefill, as generate runs it (with the shared unconditional row when it applies).
+    shared = sampling.uncond_rows_shared(prefix, fixed)
+    spec = sampling._spec(dec, total, True, TOP_K, False, True, shared)
+
     def prefill(params, prefix, ids):
-        cache = KVCache.zeros(dec, rows, capacity, dtype, scanned=scanned)
-        logits, cache = decoder.apply(
-            {"params": params}, jnp.concatenate([ids, ids], axis=0), prefix, cache=cache, cache_index=0
-        )
-        return logits[:, :, -1], cache
+        state = sampling._prefill_jit(params, prefix, ids, jax.random.PRNGKey(0), spec=spec)
+        return state.logits_BKV, state.cache
 
     @functools.partial(jax.jit, donate_argnums=(2,))
     def forward(params, ids, cache, index):
@@ -469,6 +469,7 @@ def jax_step_breakdown(model, prefix, fixed, total: int, decode_s: float, steps:
         "decoder_weight_bytes": weight_bytes,
         "kv_cache_bytes": kv_bytes,
         "prefix_len": P,
+        "prefill_shared_uncond": shared,
         "cache_capacity": capacity,
         "rows": rows,
         "scan_step_effective_GBps": (weight_bytes + kv_bytes) / scan_step_s / 1e9,
@@ -840,13 +841,15 @@ def markdown(res: dict) -> str:
         f"| JAX peak (resident + generate peak) / (weights {_fmt_gb(res['rss']['param_bytes'])} + KV cache) | | "
         f"{res['rss']['jax_peak_over_weights_and_cache']:.2f}x | |"
     )
+    shared_note = "; one shared unconditional row" if bd.get("prefill_shared_uncond") else ""
     lines += [
         "",
         f"- JAX first generate {_fmt_s(jf['total'])} = T5 {_fmt_s(jf['t5'])} + decode loop {_fmt_s(jf['decode'])} + "
         f"EnCodec {_fmt_s(jf['encodec'])} + other {_fmt_s(jf['other'])}; each part includes its compilation "
         f"(compare with the steady-state rows).",
         f"- JAX decode step: prefill {_fmt_s(bd['prefill_s'])} ({bd['prefix_len']} prefix positions + BOS, "
-        f"{bd['rows']} rows); scan step (loop - prefill) / (steps - 1) = {_fmt_s(bd['scan_step_s'])}; one cached "
+        f"{bd['rows']} rows{shared_note}); scan step (loop - prefill) / (steps - 1) = {_fmt_s(bd['scan_step_s'])}; "
+        f"one cached "
         f"forward step jitted alone {_fmt_s(bd['forward_step_s'])}; sampling head (CFG + top-k + draw) "
         f"{_fmt_s(bd['sampling_head_s'])}. Decoder layout: {bd['layout']}.",
         f"- Hardware floor of one step: it must read {_fmt_gb(bd['step_read_bytes'])} (weights + the KV cache of the "
