@@ -414,6 +414,7 @@ class MusicgenMelodyForConditionalGeneration:
             jnp.float32(temperature), jnp.float32(top_p), jnp.float32(guidance_scale if use_cfg else 1.0)
         )
         args = (self.params["decoder"], prefix, jnp.asarray(fixed), jnp.asarray(pattern), rng, knobs)
+        # On a mesh the prefill keeps 2B rows: B + 1 rows would not split evenly over the data axis.
         placement = getattr(jax.tree_util.tree_leaves(self.params["decoder"])[0], "sharding", None)
         single_device = placement is None or len(placement.device_set) == 1
         static = dict(
