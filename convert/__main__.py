@@ -4,4 +4,4 @@ import sys
 
 from musicgen_jax.cli import main
 
-sys.exit(main(["convert", *sys.argv[1:]]))
+sys.exit(main(["convert", *sys.argv[1:]], exiting=True))
