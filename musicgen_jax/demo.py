@@ -4,19 +4,17 @@ makes is noise (the weights are random). Written in the converted format, with a
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
 import tempfile
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from musicgen_jax import checkpoint, conditioning
+from musicgen_jax import checkpoint, modeling
 from musicgen_jax.chroma import MusicgenMelodyFeatureExtractor
 from musicgen_jax.config import DecoderConfig, EncodecConfig, GenerationConfig, MusicgenMelodyConfig, T5Config
-from musicgen_jax.decoder import Decoder
-from musicgen_jax.encodec import Encodec
-from musicgen_jax.t5 import T5Encoder
 
 _CAPTIONS = """80s pop track with bassy drums and synth
 90s rock song with loud guitars and heavy drums
@@ -98,25 +96,64 @@ def write_tokenizer(dst: str) -> None:
         f.write('{"tokenizer_class": "T5Tokenizer", "extra_ids": 0, "model_max_length": 512}')
 
 
-def random_params(config: MusicgenMelodyConfig, seed: int = 0) -> dict:
-    keys = jax.random.split(jax.random.PRNGKey(seed), 4)
-    params = {
-        "text_encoder": T5Encoder(config.text_encoder).init(keys[0], jnp.zeros((1, 1), jnp.int32))["params"],
-        "audio_encoder": Encodec(config.audio_encoder).init(keys[1], jnp.zeros((1, 1, 640), jnp.float32))["params"],
-        "decoder": Decoder(config.decoder).init(keys[2], jnp.zeros((1, 4, 1), jnp.int32))["params"],
+def _fill(names: tuple[str, ...], shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """A random float32 value for the leaf at path ``names`` (its last name says what it is).
+
+    Norm scales and weight-norm gains 1 (``g * v / ||v||`` is then a unit-norm filter, a fan-in scale), biases 0,
+    embeddings / codebooks / T5's relative bias N(0, 1), kernels N(0, 1 / fan_in). A random demo, not a training init.
+    """
+    name = names[-1]
+    fan_in = {
+        "qkv": lambda s: s[-4],  # (..., D, 3, N, H)
+        "out": lambda s: s[-3] * s[-2],  # (..., N, H, D)
+        "up": lambda s: s[-2],  # (..., D, F)
+        "gate": lambda s: s[-2],
+        "down": lambda s: s[-2],  # (..., F, D)
+        "lm_heads": lambda s: s[-2],  # (K, D, V)
+        "w_in": lambda s: s[-3],  # LSTM (L, C, G, D)
+        "w_rec": lambda s: s[-3],
+        "v": lambda s: s[0] * s[1],  # conv (W, I, O)
+        "kernel": lambda s: math.prod(s[:-1]),  # conv (W, I, O) or projection (E, D)
     }
-    for i, (name, leaves) in enumerate(conditioning.abstract_params(config).items()):
-        params[name] = {
-            k: 0.02 * jax.random.normal(jax.random.fold_in(keys[3], 2 * i + j), v.shape)
-            for j, (k, v) in enumerate(leaves.items())
-        }
-    return jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), params)
+    if name in ("scale", "g"):
+        return np.ones(shape, np.float32)
+    if name in ("bias", "b_in", "b_rec"):
+        return np.zeros(shape, np.float32)
+    if name in ("embed", "codebooks", "rel_bias"):
+        return rng.standard_normal(shape, np.float32)
+    if name in fan_in:
+        return rng.standard_normal(shape, np.float32) * np.float32(fan_in[name](shape) ** -0.5)
+    raise ValueError(f"no random init rule for parameter {'/'.join(names)} {shape}")
 
 
-def write_random_checkpoint(dst: str | os.PathLike, seed: int = 0) -> str:
-    """Writes a random-weight MusicGen Melody (converted format) to ``dst``; it generates noise, for smoke tests."""
-    dst = os.fspath(dst)
-    os.makedirs(dst, exist_ok=True)
+def random_params(config: MusicgenMelodyConfig, seed: int = 0) -> dict:
+    """Random float32 numpy parameters in the checkpoint layout (scanned decoder), shaped as
+    ``modeling.abstract_params(config)``; filled on the host, so nothing is compiled.
+
+    Each leaf draws from its own stream, seeded by ``seed`` and its path: the same seed gives bit-identical values
+    whatever the order of the leaves.
+    """
+    abstract = {}
+
+    def shapes():
+        abstract.update(modeling.abstract_params(config))
+
+    # Traced, so that the dummy inputs the parts' abstract_params build with jnp.zeros are not compiled and run.
+    jax.eval_shape(shapes)
+
+    def fill(path, leaf):
+        names = tuple(str(k.key) for k in path)
+        digest = hashlib.sha256(f"{seed}:{'/'.join(names)}".encode()).digest()
+        rng = np.random.default_rng(np.frombuffer(digest, np.uint32))
+        return _fill(names, leaf.shape, rng)
+
+    return jax.tree_util.tree_map_with_path(fill, abstract)
+
+
+def write_random_checkpoint(dst: str | os.PathLike, seed: int = 0, overwrite: bool = False) -> str:
+    """Writes a random-weight MusicGen Melody (converted format) to ``dst``; it generates noise, for smoke tests.
+
+    ``dst`` is written as :func:`musicgen_jax.checkpoint.save` writes (atomically; ``overwrite`` as there)."""
     config = tiny_config()
     generation = GenerationConfig(
         do_sample=True,
@@ -127,6 +164,11 @@ def write_random_checkpoint(dst: str | os.PathLike, seed: int = 0) -> str:
         bos_token_id=2048,
         decoder_start_token_id=2048,
     )
-    write_tokenizer(dst)
-    MusicgenMelodyFeatureExtractor().save_pretrained(dst)
-    return checkpoint.save(dst, random_params(config, seed), config.to_hf(), generation.to_hf())
+    checkpoint.check_destination(dst, overwrite)  # before any work
+    with tempfile.TemporaryDirectory() as side_files:  # the tokenizer and preprocessor files travel into the version
+        write_tokenizer(side_files)
+        MusicgenMelodyFeatureExtractor().save_pretrained(side_files)
+        params = random_params(config, seed)
+        return checkpoint.save(
+            dst, params, config.to_hf(), generation.to_hf(), copy_from=side_files, overwrite=overwrite
+        )
