@@ -9,20 +9,34 @@ HF's ``lowpass_filter_width=24, rolloff=0.945``), so ``fe(load(path, 32000)[0][N
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 from typing import Any
 
 import numpy as np
 
 from musicgen_jax.chroma import HF_LOWPASS_FILTER_WIDTH, HF_ROLLOFF, resample
+from musicgen_jax.errors import one_line
 
 
 class AudioError(ValueError):
     """An audio file that cannot be read or written, or audio that is empty or not finite."""
 
 
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
+class Waveform(np.ndarray):
+    """ONE audio clip, float32, channels-first ``(channels, samples)`` (or ``(samples,)``): what :func:`load` returns.
+
+    A plain numpy array: slices and arithmetic stay Waveforms, ``np.asarray`` gives the bare array. The only
+    difference is how the feature extractor (and so the processor) reads it: a 2-D Waveform is one clip whose channels
+    are averaged to mono, where a plain 2-D array is, as in HF, a batch of mono clips; a list of Waveforms is a batch
+    of clips. ``Waveform(array)`` marks an array of your own as one clip.
+    """
+
+    def __new__(cls, data) -> Waveform:
+        array = np.asarray(data, np.float32)
+        if array.ndim not in (1, 2):
+            raise ValueError(f"a Waveform is one clip, (samples,) or (channels, samples); got shape {array.shape}")
+        return array.view(cls)
 
 
 def _read(path: str) -> tuple[np.ndarray, int]:
@@ -41,11 +55,11 @@ def _read(path: str) -> tuple[np.ndarray, int]:
                 warnings.simplefilter("ignore")
                 data, rate = librosa.load(path, sr=None, mono=False, dtype=np.float32)
         except Exception:
-            raise AudioError(f"{path}: cannot read audio ({_one_line(soundfile_error)})") from None
+            raise AudioError(f"{path}: cannot read audio ({one_line(soundfile_error)})") from None
         return np.atleast_2d(np.asarray(data, np.float32)), int(rate)
 
 
-def load(path: str | os.PathLike, sampling_rate: int | None = None) -> tuple[np.ndarray, int]:
+def load(path: str | os.PathLike, sampling_rate: int | None = None) -> tuple[Waveform, int]:
     """Reads an audio file.
 
     Args:
@@ -53,7 +67,9 @@ def load(path: str | os.PathLike, sampling_rate: int | None = None) -> tuple[np.
         sampling_rate: resample to this rate (Hz) when given and different from the file's.
 
     Returns:
-        ``(audio, rate)``: float32 (channels, samples) in [-1, 1] for integer formats, and its rate in Hz.
+        ``(audio, rate)``: a :class:`Waveform`, float32 (channels, samples) in [-1, 1] for integer formats (mono
+        files give (1, samples)), and its rate in Hz. The processor reads it as one clip (stereo is averaged to
+        mono): ``processor(text=[...], audio=audio, sampling_rate=rate)``; pass ``[audio] * n`` for n texts.
 
     Raises:
         AudioError: the file is missing or unreadable, holds no samples, or holds NaN or infinite samples.
@@ -74,13 +90,34 @@ def load(path: str | os.PathLike, sampling_rate: int | None = None) -> tuple[np.
                 audio, rate, sampling_rate, lowpass_filter_width=HF_LOWPASS_FILTER_WIDTH, rolloff=HF_ROLLOFF
             )
         except ValueError as e:
-            raise AudioError(f"{path}: cannot resample from {rate} Hz ({_one_line(e)})") from None
+            raise AudioError(f"{path}: cannot resample from {rate} Hz ({one_line(e)})") from None
         rate = int(sampling_rate)
-    return audio, rate
+    return Waveform(audio), rate
+
+
+SOFTWARE_TAG = "musicgen-jax"  # the WAV's INFO/ISFT string: how a later run knows the file is ours to replace
+
+
+def written_by_musicgen_jax(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a WAV file that :func:`save_wav` wrote (its software tag says so)."""
+    import soundfile
+
+    try:
+        with soundfile.SoundFile(os.fspath(path)) as f:
+            return (f.software or "").startswith(SOFTWARE_TAG)
+    except Exception:  # not audio, unreadable, not a file: not ours
+        return False
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_wav(path: str | os.PathLike, audio: Any, sampling_rate: int, subtype: str = "FLOAT") -> None:
-    """Writes a WAV file.
+    """Writes a WAV file atomically: under a temporary name in the same folder, then renamed over ``path``, so an
+    interrupted write never leaves a truncated file under ``path`` (it keeps the old file, if any, or none).
 
     Args:
         path: the file to write (its directory must exist).
@@ -110,7 +147,25 @@ def save_wav(path: str | os.PathLike, audio: Any, sampling_rate: int, subtype: s
         raise AudioError(f"{path}: the audio holds NaN or infinite samples")
     if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, (int, np.integer)) or sampling_rate <= 0:
         raise AudioError(f"{path}: sampling_rate must be a positive integer, got {sampling_rate!r}")
+    if os.path.isdir(path):
+        raise AudioError(f"{path}: is a directory")
+    folder, name = os.path.split(os.path.abspath(path))
     try:
-        soundfile.write(path, data.T, int(sampling_rate), subtype=subtype, format="WAV")
+        fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
+    except OSError as e:
+        raise AudioError(f"{path}: cannot write WAV ({one_line(e)})") from None
+    try:
+        with os.fdopen(fd, "r+b") as raw:
+            with soundfile.SoundFile(
+                raw, "w", samplerate=int(sampling_rate), channels=data.shape[0], subtype=subtype, format="WAV"
+            ) as f:
+                f.software = SOFTWARE_TAG
+                f.write(data.T)
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; a WAV gets the mode open() would give it
+        os.replace(temporary, path)
     except Exception as e:
-        raise AudioError(f"{path}: cannot write WAV ({_one_line(e)})") from None
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise AudioError(f"{path}: cannot write WAV ({one_line(e)})") from None

@@ -435,7 +435,28 @@ class MusicgenMelodyFeatureExtractor:
         )
 
     def _mono_items(self, audio: Any, sampling_rate: int | None) -> list[np.ndarray]:
-        """HF's input handling: a list of float32 mono (L_i,) arrays at ``self.sampling_rate``."""
+        """HF's input handling: a list of float32 mono (L_i,) arrays at ``self.sampling_rate``.
+
+        One addition: a :class:`musicgen_jax.audio.Waveform` (what ``audio.load`` returns) is one clip, mono or
+        stereo, alone or in a list; it is read as HF reads ``[clip]``, where a plain 2-D array is a batch of mono clips.
+        """
+        from musicgen_jax.audio import Waveform  # here: musicgen_jax.audio imports this module
+
+        def clip(x: Waveform) -> np.ndarray:  # -> a plain float32 (channels, L) array; 1-D is one channel
+            x = np.asarray(x, np.float32)
+            if x.ndim == 1:
+                return x[None]
+            if x.ndim != 2 or x.shape[0] > 32:
+                raise ValueError(
+                    f"a Waveform is one clip, (samples,) or (channels, samples) with at most 32 channels; got shape "
+                    f"{x.shape} (transpose a (samples, channels) array; pass a batch as a list of Waveforms)"
+                )
+            return x
+
+        if isinstance(audio, Waveform) and audio.ndim <= 2:
+            audio = [audio]
+        if isinstance(audio, (list, tuple)) and any(isinstance(x, Waveform) for x in audio):
+            audio = [clip(x) if isinstance(x, Waveform) else x for x in audio]
         if _is_array(audio) and np.ndim(audio) == 4:
             _warn_once("`audio` is a 4-dimensional array and has thus been recognized as the output of `Demucs`.")
             items = list(self._extract_stems(np.asarray(audio), sampling_rate))
@@ -464,9 +485,14 @@ class MusicgenMelodyFeatureExtractor:
                 raise TypeError(f"audio must be an array or a list of arrays, got {type(audio).__name__}")
             items = list(audio) if batched else [audio]
         if items[0].ndim == 2:
-            _warn_once("`audio` has been detected as a batch of stereo signals. Will be converted to mono signals.")
             if any(x.ndim != 2 for x in items):
                 raise ValueError("a batch mixes stereo (channels, samples) and mono items; give them all one shape")
+            channels = sorted({x.shape[0] for x in items if x.shape[0] > 1})
+            if channels:  # a (1, L) item is mono already: its mean is itself, bit for bit
+                _warn_once(
+                    f"melody `audio` with {' or '.join(map(str, channels))} channels was mixed to mono (channels "
+                    "averaged, as HF does) before computing chroma"
+                )
             items = [x.mean(axis=0) for x in items]
         for x in items:
             if x.ndim != 1:
@@ -520,7 +546,9 @@ class MusicgenMelodyFeatureExtractor:
             audio: a mono clip (L,) or list of floats; a batch as a list of (L_i,) or (channels, L_i) arrays, a 2-D
                 (B, L) array (rows are mono clips, as in HF) or a 3-D (B, channels, L) array (channels are averaged);
                 or Demucs output (B, stems, channels, L), from which ``stem_indices`` are summed and channels averaged.
-                Arrays may be numpy, JAX or anything with ``__array__`` (e.g. CPU torch tensors).
+                Arrays may be numpy, JAX or anything with ``__array__`` (e.g. CPU torch tensors). A
+                :class:`musicgen_jax.audio.Waveform` (from ``audio.load``) is one clip, (L,) or (channels, L), and a
+                list of them a batch.
             truncation: cut clips longer than ``max_length`` (default ``chunk_length`` seconds).
             pad_to_multiple_of: round the padded (and truncation) length up to this multiple.
             return_tensors: None or "np" (numpy arrays) or "jax" (jax arrays). HF's None gives torch tensors; we give

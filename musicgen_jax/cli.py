@@ -9,15 +9,21 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
+
+from musicgen_jax.errors import EXIT_ERROR, ArgumentParser, one_line
 
 
 class CLIError(ValueError):
     """A bad command-line argument, reported in one line."""
 
 
-def _output_paths(out: str, count: int) -> list[str]:
-    """``out.wav``, ``out_1.wav``, ... checked for writability before any work is done."""
+def _output_paths(out: str, count: int, overwrite: bool = False) -> list[str]:
+    """``out.wav``, ``out_1.wav``, ... checked before any work is done: the folder must take a new file, and an
+    existing file is replaced only when musicgen-jax wrote it (its WAV tag) or ``--overwrite`` is given."""
+    from musicgen_jax import audio
+
     if os.path.isdir(out):
         raise CLIError(f"--out {out}: is a directory; give a file name such as {os.path.join(out, 'music.wav')}")
     stem, ext = os.path.splitext(out)
@@ -28,15 +34,18 @@ def _output_paths(out: str, count: int) -> list[str]:
     folder = os.path.dirname(os.path.abspath(paths[0]))
     if not os.path.isdir(folder):
         raise CLIError(f"--out {out}: the folder {folder} does not exist")
-    for path in paths:  # probe by creating the file: os.access says yes to root even where writing fails
-        existed = os.path.exists(path)
-        try:
-            with open(path, "ab"):
-                pass
-        except OSError as e:
-            raise CLIError(f"--out {path}: cannot write there ({e.strerror or type(e).__name__})") from None
-        if not existed:
-            os.remove(path)
+    for path in paths:
+        if os.path.isdir(path):
+            raise CLIError(f"--out {path}: is a directory")
+        if os.path.exists(path) and not overwrite and not audio.written_by_musicgen_jax(path):
+            raise CLIError(
+                f"--out {path}: exists and was not written by musicgen-jax; choose another name or pass --overwrite"
+            )
+    try:  # probe by creating a file there: os.access says yes to root even where writing fails
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".musicgen-jax-probe-"):
+            pass
+    except OSError as e:
+        raise CLIError(f"--out {out}: cannot write in {folder} ({e.strerror or type(e).__name__})") from None
     return paths
 
 
@@ -57,33 +66,56 @@ def _progress_bar(enabled: bool):
     return update, lambda: bar is not None and bar.close()
 
 
+# How generate()'s sampling arguments are named in messages from `musicgen-jax generate`.
+_SAMPLING_FLAGS = {
+    "top_k": "--top-k",
+    "top_p": "--top-p",
+    "temperature": "--temperature",
+    "guidance_scale": "--guidance-scale",
+    "greedy": "--greedy",
+}
+
+
 def cmd_generate(args) -> int:
     import numpy as np
 
     from musicgen_jax import MusicgenMelodyForConditionalGeneration, MusicgenMelodyProcessor, audio
+    from musicgen_jax.modeling import _check_duration, _check_sampling, _check_seed
 
     texts = args.text or []
     if not texts and args.melody is None:
         raise CLIError("give at least one --text (or a --melody for melody-only generation)")
     if any(not t.strip() for t in texts):
         raise CLIError("--text must not be empty")
-    for name in ("duration", "max_new_tokens"):
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            raise CLIError(f"--{name.replace('_', '-')} must be positive, got {value}")
-    paths = _output_paths(args.out, max(len(texts), 1))
+    # Every flag is checked here, before anything loads, with the rules generate() applies.
+    if args.duration is not None:
+        _check_duration(args.duration, "--duration")
+    if args.max_new_tokens is not None and args.max_new_tokens <= 0:
+        raise CLIError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
+    _check_sampling(
+        not args.greedy, args.top_k, args.top_p, args.temperature, args.guidance_scale, names=_SAMPLING_FLAGS
+    )
+    _check_seed(args.seed, "--seed")
+    paths = _output_paths(args.out, max(len(texts), 1), args.overwrite)
 
     melody = None
     if args.melody is not None:
-        melody, melody_rate = audio.load(args.melody)  # (channels, samples); errors name the file
+        melody, melody_rate = audio.load(args.melody)  # one clip, (channels, samples); errors name the file
     processor = MusicgenMelodyProcessor.from_pretrained(args.model)
+    if melody is not None:
+        fe = processor.feature_extractor
+        if melody.shape[-1] * fe.sampling_rate < fe.hop_length * melody_rate:  # shorter than one chroma frame
+            least = fe.hop_length / fe.sampling_rate
+            raise CLIError(
+                f"--melody {args.melody}: {melody.shape[-1] / melody_rate:.6g} s of audio is shorter than one chroma "
+                f"frame ({fe.hop_length} samples at {fe.sampling_rate} Hz); give at least {least:g} s"
+            )
     model = MusicgenMelodyForConditionalGeneration.from_pretrained(args.model, dtype=args.dtype)
     batch = max(len(texts), 1)
-    inputs = {}
-    if texts:
-        inputs.update(processor(text=texts, padding=True))
-    if melody is not None:
-        inputs.update(processor(audio=[melody] * batch, sampling_rate=melody_rate))
+    if melody is None:
+        inputs = processor(text=texts, padding=True)
+    else:  # as the README shows: the loaded clip (stereo is averaged to mono), one per text
+        inputs = processor(text=texts or None, audio=[melody] * batch, sampling_rate=melody_rate, padding=True)
 
     update, close = _progress_bar(not args.quiet)
     try:
@@ -117,19 +149,29 @@ def cmd_generate(args) -> int:
 def cmd_convert(args) -> int:
     from musicgen_jax import MusicgenMelodyForConditionalGeneration
 
-    if os.path.exists(args.dst) and not os.path.isdir(args.dst):
-        raise CLIError(f"--dst {args.dst}: exists and is not a directory")
+    _check_checkpoint_destination("--dst", args.dst, args.overwrite)  # before the slow part
     started = time.perf_counter()
     model = MusicgenMelodyForConditionalGeneration.from_pretrained(args.src, dtype=args.dtype, scan_layers=True)
-    dst = model.save_pretrained(args.dst)
+    dst = model.save_pretrained(args.dst, overwrite=args.overwrite)
     print(f"converted {args.src} -> {dst} ({model.dtype}) in {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def _check_checkpoint_destination(flag: str | None, dst: str, overwrite: bool) -> None:
+    """A checkpoint destination must be new, empty, or a converted checkpoint (then only our files are replaced)."""
+    from musicgen_jax import checkpoint
+
+    try:
+        checkpoint.check_destination(dst, overwrite)
+    except checkpoint.CheckpointError as e:
+        raise CLIError(f"{flag} {e}" if flag else str(e)) from None
 
 
 def cmd_random_checkpoint(args) -> int:
     from musicgen_jax.demo import write_random_checkpoint
 
-    dst = write_random_checkpoint(args.dst, seed=args.seed)
+    _check_checkpoint_destination(None, args.dst, args.overwrite)
+    dst = write_random_checkpoint(args.dst, seed=args.seed, overwrite=args.overwrite)
     print(f"wrote a RANDOM-WEIGHT checkpoint to {dst}: it runs the whole pipeline but generates noise")
     return 0
 
@@ -140,8 +182,14 @@ def cmd_finetune(argv: list[str]) -> int:
     return finetune.main(argv)
 
 
+_OVERWRITE_HELP = (
+    "also write into a non-empty folder that is not a converted checkpoint (its files are left as they are); a "
+    "converted checkpoint is replaced atomically without it"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="musicgen-jax", description="MusicGen Melody in JAX")
+    parser = ArgumentParser(prog="musicgen-jax", description="MusicGen Melody in JAX")
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="text (and melody) to WAV files")
@@ -159,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"])
     gen.add_argument("--out", default="musicgen_out.wav", help="output WAV (more texts: out_1.wav, ...)")
+    gen.add_argument(
+        "--overwrite", action="store_true", help="replace existing output files that musicgen-jax did not write"
+    )
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=cmd_generate)
 
@@ -166,20 +217,36 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--src", required=True, help="HF checkpoint directory or Hub id")
     conv.add_argument("--dst", required=True)
     conv.add_argument("--dtype", default="auto", choices=["float32", "bfloat16", "auto"])
+    conv.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     conv.set_defaults(func=cmd_convert)
 
     rnd = sub.add_parser("random-checkpoint", help="write a small random-weight checkpoint (generates noise)")
     rnd.add_argument("dst")
     rnd.add_argument("--seed", type=int, default=0)
+    rnd.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     rnd.set_defaults(func=cmd_random_checkpoint)
 
     sub.add_parser("finetune", help="fine-tune on a folder of audio files with .txt captions", add_help=False)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+def _quiet_libraries() -> None:
+    """orbax and tensorstore log through absl at INFO/WARNING; the CLI's own lines are what the user reads."""
+    import logging
+
+    logging.getLogger("absl").setLevel(logging.ERROR)
     try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except ImportError:
+        pass
+
+
+def _run(argv: list[str]) -> int:
+    try:
+        if not os.environ.get("MUSICGEN_JAX_DEBUG"):
+            _quiet_libraries()
         if argv[:1] == ["finetune"]:
             return cmd_finetune(argv[1:])
         args = build_parser().parse_args(argv)
@@ -190,9 +257,24 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # expected failures carry one-line messages; anything else is still one line
         if os.environ.get("MUSICGEN_JAX_DEBUG"):
             raise
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"musicgen-jax: error: {message}", file=sys.stderr)
-        return 2
+        print(f"musicgen-jax: error: {one_line(e)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def main(argv: list[str] | None = None, exiting: bool | None = None) -> int:
+    """The command line: ``argv`` (default ``sys.argv[1:]``) -> exit status (0, 2 on a reported error).
+
+    ``exiting``: the process ends with this call (default: when ``argv`` is None, as for the console script).
+    """
+    as_process = argv is None if exiting is None else exiting
+    code = _run(sys.argv[1:] if argv is None else list(argv))
+    if as_process and code != 0 and not os.environ.get("MUSICGEN_JAX_DEBUG"):
+        # The error line is out. Background threads of orbax/tensorstore that still finish while the interpreter
+        # shuts down (e.g. "Event loop is closed" from a failed read) must not add tracebacks after it.
+        sys.stderr.flush()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+    return code
 
 
 if __name__ == "__main__":

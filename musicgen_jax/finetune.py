@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from musicgen_jax.errors import EXIT_ERROR, ArgumentParser, one_line
+
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".aif", ".aiff", ".au")
 _CACHE_VERSION = "1"
 
@@ -85,7 +87,7 @@ def find_examples(data_dir: str | os.PathLike) -> list[Example]:
         except FileNotFoundError:
             raise FinetuneError(f"{audio}: no caption file {os.path.basename(caption_file)} next to it") from None
         except (OSError, UnicodeDecodeError) as e:
-            raise FinetuneError(f"{caption_file}: cannot read the caption ({_one_line(e)})") from None
+            raise FinetuneError(f"{caption_file}: cannot read the caption ({one_line(e)})") from None
         examples.append(Example(audio, caption))
     return examples
 
@@ -158,8 +160,8 @@ def prepare_dataset(
             clip_codes, clip_chroma = np.load(codes_file), np.load(chroma_file)
         else:
             clip_codes, clip_chroma = encode_clip(model, feature_extractor, example.audio, duration)
-            np.save(codes_file, clip_codes)
-            np.save(chroma_file, clip_chroma)
+            _save_npy(codes_file, clip_codes)
+            _save_npy(chroma_file, clip_chroma)
             encoded += 1
         codes.append(clip_codes)
         chromas.append(clip_chroma)
@@ -174,6 +176,14 @@ def prepare_dataset(
     )
 
 
+def _save_npy(path: str, array: np.ndarray) -> None:
+    """``np.save`` under a temporary name, then renamed: a killed run never leaves a truncated cache file."""
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "wb") as f:
+        np.save(f, array)
+    os.replace(temporary, path)
+
+
 def batch_indices(step: int, size: int, batch_size: int, seed: int) -> np.ndarray:
     """The examples of ``step``: a stream of per-epoch permutations cut into batches, a function of ``step`` alone
     (so a resumed run sees the batches the interrupted one would have)."""
@@ -184,7 +194,7 @@ def batch_indices(step: int, size: int, batch_size: int, seed: int) -> np.ndarra
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="musicgen-jax finetune",
         description="Fine-tune MusicGen Melody on a folder of audio clips with same-named .txt captions.",
     )
@@ -233,7 +243,7 @@ def _mesh(spec: str | None):
     try:
         return sharding.make_mesh(data, model)
     except ValueError as e:
-        raise FinetuneError(f"--mesh {spec}: {_one_line(e)}") from None
+        raise FinetuneError(f"--mesh {spec}: {one_line(e)}") from None
 
 
 def _load(model_path: str):
@@ -245,11 +255,11 @@ def _load(model_path: str):
     try:
         model = MusicgenMelodyForConditionalGeneration.from_pretrained(model_path, scan_layers=True)
     except (ValueError, OSError) as e:
-        raise FinetuneError(f"{model_path}: cannot load the model ({_one_line(e)})") from None
+        raise FinetuneError(f"{model_path}: cannot load the model ({one_line(e)})") from None
     try:
         tokenizer = T5TextTokenizer.from_pretrained(model_path)
     except (ValueError, OSError, KeyError) as e:
-        raise FinetuneError(f"{model_path}: cannot load the tokenizer ({_one_line(e)})") from None
+        raise FinetuneError(f"{model_path}: cannot load the tokenizer ({one_line(e)})") from None
     if os.path.isfile(os.path.join(model_path, "preprocessor_config.json")):
         feature_extractor = MusicgenMelodyFeatureExtractor.from_pretrained(model_path)
     else:
@@ -354,24 +364,20 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``musicgen-jax finetune ...``: 0 on success; bad input prints one ``error:`` line to stderr and returns 1."""
+    """``musicgen-jax finetune ...``: 0 on success; bad input prints one ``error:`` line to stderr and returns 2."""
     parser = _parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as e:  # argparse has printed the usage and the error
+    except SystemExit as e:  # the parser has printed its one-line error
         return int(e.code or 0)
     from musicgen_jax.audio import AudioError
 
     try:
         run(args)
     except (FinetuneError, AudioError, OSError) as e:
-        print(f"{parser.prog}: error: {_one_line(e)}", file=sys.stderr)
-        return 1
+        print(f"{parser.prog}: error: {one_line(e)}", file=sys.stderr)
+        return EXIT_ERROR
     return 0
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 if __name__ == "__main__":

@@ -141,7 +141,8 @@ class MusicgenMelodyForConditionalGeneration:
         stack on every step), at a longer compile. True: the layers stacked and scanned, as checkpoints store them;
         flat compile time, what fine-tuning uses. Both give the same numbers.
         """
-        path = hub.resolve(name_or_path)
+        source = hub.resolve(name_or_path, follow=False)
+        path = checkpoint.resolve(source)  # a converted directory's current version
         target = resolve_dtype(dtype)
         if checkpoint.is_converted(path):
             config = MusicgenMelodyConfig.from_pretrained(path)
@@ -162,17 +163,28 @@ class MusicgenMelodyForConditionalGeneration:
             if mesh is not None:
                 params = sharding.shard_params(params, mesh)
         model = cls(config, params, GenerationConfig.from_pretrained(path, config.decoder))
-        model.source_dir = path
+        model.source_dir = source
         return model
 
-    def save_pretrained(self, directory: str | os.PathLike) -> str:
+    def save_pretrained(self, directory: str | os.PathLike, overwrite: bool = False) -> str:
         """Writes the converted format (orbax parameters + HF json, tokenizer and preprocessor files) to
-        ``directory``; :meth:`from_pretrained` reads it back bit for bit."""
+        ``directory``; :meth:`from_pretrained` reads it back bit for bit.
+
+        The write is atomic (a new version folder, then a pointer switched with ``os.replace``; see
+        :mod:`musicgen_jax.checkpoint`): a process killed at any moment leaves the old checkpoint or the new one.
+        ``directory`` must be new, empty or a converted checkpoint; ``overwrite=True`` also allows a folder holding
+        other files, which are left as they are. Raises :class:`~musicgen_jax.checkpoint.CheckpointError` otherwise.
+        """
         params = self.params
         if not decoder_module.is_scanned(params["decoder"]):  # checkpoints store the scanned layout
             params = {**params, "decoder": decoder_module.stack_layers(params["decoder"])}
         return checkpoint.save(
-            directory, params, self.config.to_hf(), self.generation_config.to_hf(), copy_from=self.source_dir
+            directory,
+            params,
+            self.config.to_hf(),
+            self.generation_config.to_hf(),
+            copy_from=self.source_dir,
+            overwrite=overwrite,
         )
 
     # ----------------------------------------------------------------------------------------------------------
@@ -315,7 +327,7 @@ class MusicgenMelodyForConditionalGeneration:
             EnCodec); exclusive with ``decoder_input_ids``.
           max_new_tokens / max_length / duration: length, in decoder steps, buffer length, or seconds of audio.
           do_sample, guidance_scale, top_k, top_p, temperature: as HF (defaults from ``generation_config.json``).
-          seed / rng: an int seed or a JAX key for sampling; the same seed gives the same audio.
+          seed / rng: an int seed in [0, 2**32) or a JAX key for sampling; the same seed gives the same audio.
           return_dict_in_generate: return :class:`GenerateOutput` (``.sequences`` audio, ``.audio_codes``, and
             ``.stats``: compile seconds, decode steps/s, real-time factor).
           progress: optional ``callback(steps_done, steps_total)``: the loop then runs as compiled chunks of 32 steps
@@ -328,11 +340,18 @@ class MusicgenMelodyForConditionalGeneration:
             raise ValueError(f"generate() got unsupported argument(s): {', '.join(sorted(unknown))}")
         gen = generation_config or self.generation_config
         do_sample = gen.do_sample if do_sample is None else bool(do_sample)
-        guidance_scale = gen.guidance_scale if guidance_scale is None else float(guidance_scale)
-        top_k = gen.top_k if top_k is None else int(top_k)
-        top_p = gen.top_p if top_p is None else float(top_p)
-        temperature = gen.temperature if temperature is None else float(temperature)
-        _check_sampling(do_sample, top_k, top_p, temperature, guidance_scale)
+        top_k, top_p, temperature, guidance_scale = _check_sampling(
+            do_sample,
+            gen.top_k if top_k is None else top_k,
+            gen.top_p if top_p is None else top_p,
+            gen.temperature if temperature is None else temperature,
+            gen.guidance_scale if guidance_scale is None else guidance_scale,
+        )
+        seed = _check_seed(seed)
+        if duration is not None:
+            duration = _check_duration(duration)
+        max_new_tokens = _check_count(max_new_tokens, "max_new_tokens")
+        max_length = _check_count(max_length, "max_length")
         use_cfg = guidance_scale is not None and guidance_scale > 1
         cfg = self.config
         dec = cfg.decoder
@@ -375,11 +394,22 @@ class MusicgenMelodyForConditionalGeneration:
         # 4. Length, as HF's _prepare_generated_length: max_new_tokens wins, then an explicit max_length, then
         # the generation config's max_length counted from the prompt.
         channel_codebooks = dec.num_codebooks // dec.audio_channels
+        # What the length came from, for the message when it does not fit: (argument, value, from the gen config?)
+        asked = ("duration", duration, False)
         if duration is not None:
             if max_new_tokens is not None or max_length is not None:
                 raise ValueError("pass only one of duration, max_new_tokens, max_length")
-            frames = max(1, math.ceil(duration * cfg.audio_encoder.frame_rate))
+            # - 1e-6: duration * frame_rate is 7.000000000000001 for 0.14 s at 50 Hz, which must stay 7 frames
+            frames = max(1, math.ceil(duration * cfg.audio_encoder.frame_rate - 1e-6))
             max_new_tokens = frames + channel_codebooks - 1
+        elif max_new_tokens is not None:
+            asked = ("max_new_tokens", max_new_tokens, False)
+        elif max_length is not None:
+            asked = ("max_length", max_length, False)
+        elif gen.max_new_tokens is not None:
+            asked = ("max_new_tokens", gen.max_new_tokens, True)
+        else:
+            asked = ("max_length", gen.max_length, True)
         if max_new_tokens is None and max_length is None:
             max_new_tokens = gen.max_new_tokens
         if max_new_tokens is not None:
@@ -399,9 +429,16 @@ class MusicgenMelodyForConditionalGeneration:
         prefix_len = prefix.shape[1]
         if prefix_len + total > dec.max_position_embeddings:
             raise ValueError(
-                f"max_length {total} after a conditioning prefix of {prefix_len} exceeds the decoder's "
-                f"max_position_embeddings {dec.max_position_embeddings}; ask for at most "
-                f"{dec.max_position_embeddings - prefix_len - prompt_len} new tokens"
+                _length_error(
+                    dec.max_position_embeddings,
+                    prefix_len - cfg.chroma_length,  # the prefix is [chroma_length chroma frames, text tokens]
+                    cfg.chroma_length,
+                    prompt_len,
+                    total,
+                    channel_codebooks,
+                    asked,
+                    cfg.audio_encoder.frame_rate,
+                )
             )
 
         # 5. The compiled loop.
@@ -546,12 +583,135 @@ def _batch_of(input_ids, input_features, decoder_input_ids, num_codebooks, audio
     return 1
 
 
-def _check_sampling(do_sample, top_k, top_p, temperature, guidance_scale) -> None:
-    if top_k is None or top_k < 0:
-        raise ValueError(f"top_k must be a non-negative int, got {top_k!r}")
-    if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
-    if do_sample and not temperature > 0.0:
-        raise ValueError(f"temperature must be > 0 when sampling, got {temperature!r}")
-    if guidance_scale is not None and not np.isfinite(guidance_scale):
-        raise ValueError(f"guidance_scale must be finite, got {guidance_scale!r}")
+def _check_sampling(do_sample, top_k, top_p, temperature, guidance_scale, names=None):
+    """Validates the sampling knobs; returns ``(top_k, top_p, temperature, guidance_scale)`` as int / floats.
+
+    One rule for every knob: a value that is invalid in itself (a negative top_k, top_p outside (0, 1], a temperature
+    that is not a finite number > 0, a non-finite guidance_scale) is an error whether or not sampling is on.
+    HF differs: with do_sample off, ``GenerationConfig.validate`` only warns that temperature / top_p / top_k are
+    unused, and the logits warpers that refuse bad values (``TemperatureLogitsWarper``: > 0; ``TopPLogitsWarper``:
+    in [0, 1]; ``TopKLogitsWarper``: > 0, with 0 meaning off) are only built when sampling, so HF's greedy search
+    takes ``temperature=-1`` silently. A bad value is a mistake in any mode, so we refuse it in every mode.
+    None means "off", as in HF (top_k 0, top_p 1, temperature 1, no guidance).
+
+    ``names`` maps a knob to the name shown in messages (the CLI passes its flags, and "greedy": "--greedy").
+    """
+    names = names or {}
+    unused = "" if do_sample else f" (refused with {names.get('greedy', 'do_sample=False')} too, which does not use it)"
+    rules = {
+        "top_k": "an integer >= 0 (0 turns top_k off)",
+        "top_p": "a number in (0, 1] (1 turns top_p off)",
+        "temperature": "a finite number > 0",
+        "guidance_scale": "a finite number (> 1 turns classifier-free guidance on)",
+    }
+
+    def fail(key, value):
+        note = "" if key == "guidance_scale" else unused  # guidance is used by greedy decoding too
+        value = repr(value) if isinstance(value, str) else value
+        return ValueError(f"{names.get(key, key)} must be {rules[key]}, got {value}{note}")
+
+    def real(value):  # float(value) when it is a finite real number, else None
+        try:
+            value = None if isinstance(value, (bool, str)) else float(value)
+        except (TypeError, ValueError):
+            return None
+        return value if value is not None and math.isfinite(value) else None
+
+    k = 0.0 if top_k is None else real(top_k)
+    if k is None or k < 0 or not k.is_integer():
+        raise fail("top_k", top_k)
+    p = 1.0 if top_p is None else real(top_p)
+    if p is None or not 0.0 < p <= 1.0:
+        raise fail("top_p", top_p)
+    t = 1.0 if temperature is None else real(temperature)
+    if t is None or not t > 0.0:
+        raise fail("temperature", temperature)
+    g = None if guidance_scale is None else real(guidance_scale)
+    if guidance_scale is not None and g is None:
+        raise fail("guidance_scale", guidance_scale)
+    return int(k), p, t, g
+
+
+# jax.random.PRNGKey takes a 64-bit seed but, unless jax_enable_x64 is on, keeps only its low 32 bits (2**32 gives
+# the key of 0) and overflows above 2**63 - 1; seeds in [0, 2**32) give the same key in both modes.
+SEED_MAX = 2**32 - 1
+
+
+def _check_seed(seed, name: str = "seed") -> int | None:
+    """``seed`` as an int in [0, 2**32 - 1] (None stays None); a one-line ValueError naming ``name`` otherwise."""
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= SEED_MAX:
+        raise ValueError(
+            f"{name} must be an integer in [0, 2**32 - 1 = {SEED_MAX}] (jax.random.PRNGKey keeps 32 bits of it), "
+            f"got {seed!r}"
+        )
+    return int(seed)
+
+
+def _check_duration(duration, name: str = "duration") -> float:
+    """``duration`` as a positive finite float (seconds); a one-line ValueError naming ``name`` otherwise."""
+    try:
+        value = float(duration)
+        ok = not isinstance(duration, (bool, str)) and math.isfinite(value) and value > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be a positive finite number of seconds, got {duration!r}")
+    return value
+
+
+def _check_count(value, name: str) -> int | None:
+    """A length argument as a positive int (None stays None); a one-line ValueError naming ``name`` otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _seconds_at_most(frames: int, frame_rate: int) -> str:
+    """``frames / frame_rate`` seconds rounded down (so that it still fits) to the frame rate's resolution."""
+    decimals = max(1, math.ceil(math.log10(frame_rate)))
+    seconds = math.floor(frames / frame_rate * 10**decimals + 1e-6) / 10**decimals
+    return f"{seconds:.{decimals}f}".rstrip("0").rstrip(".") if seconds % 1 else f"{seconds:.1f}"
+
+
+def _length_error(positions, text_len, chroma_len, prompt_len, total, min_steps, asked, frame_rate) -> str:
+    """The message when the conditioning prefix + decoder prompt + the steps asked for overflow the position table.
+
+    Says the prompt is too long (and by how many tokens) when even the fewest steps that give an audio frame do not
+    fit, else the longest length that fits, in the unit asked in (seconds for ``duration``, else tokens).
+    """
+    name, value, from_config = asked
+    steps = total - prompt_len
+    if name == "duration":
+        steps_asked = f"the {steps} decoder steps of {value} s"
+    else:
+        steps_asked = f"the {steps} steps {'the generation config asks' if from_config else 'asked'} for"
+    start = "the start token" if prompt_len == 1 else f"the {prompt_len}-step decoder prompt (start + audio prompt)"
+    holds = (
+        f"the decoder's position table (max_position_embeddings {positions}) must hold the conditioning prefix "
+        f"({text_len} text tokens + {chroma_len} chroma frames), {start} and {steps_asked}"
+    )
+    over_asked = text_len + chroma_len + prompt_len + steps - positions
+    over_min = text_len + chroma_len + prompt_len + min_steps - positions
+    if over_min > 0:  # the prompt alone does not fit
+        if over_min >= text_len:  # the decoder prompt (an audio prompt) is too long: shortening the text is not enough
+            return (
+                f"prompt too long: {holds}; that is {over_min} positions too many even for the {min_steps} steps of "
+                f"one audio frame: {'shorten the audio prompt' if prompt_len > 1 else 'the checkpoint leaves no room'}"
+            )
+        if over_asked < text_len:
+            fix = f"shorten the text prompt by {over_asked} tokens"
+        else:
+            fix = f"shorten the text prompt by at least {over_min} tokens and ask for fewer steps"
+        return f"text prompt too long: it is {text_len} tokens and {holds}; {fix}"
+    room = positions - text_len - chroma_len - prompt_len  # new tokens that fit: >= min_steps here
+    seconds = _seconds_at_most(room - min_steps + 1, frame_rate)
+    if name == "duration":
+        return f"duration {value} s does not fit: {holds}; at most {seconds} s fits"
+    what = f"the generation config's {name} {value}" if from_config else f"{name} {value}"
+    if name == "max_length" and not from_config:  # the config's max_length counts from the prompt, like new tokens
+        return f"{what} does not fit: {holds}; ask for max_length at most {prompt_len + room} ({room} new tokens)"
+    return f"{what} does not fit: {holds}; ask for at most {room} new tokens (or a duration of at most {seconds} s)"

@@ -121,6 +121,17 @@ def save_tiny_tokenizer(folder):
     return _write_config(_train(os.fspath(folder)), extra_ids=0)
 
 
+def save_hf_melody_with_processor(path):
+    """A tiny HF MusicGen Melody checkpoint (decoder width 20, 4 heads) with a tokenizer and a preprocessor config,
+    as the CLI and the processor read them; returns its folder."""
+    from musicgen_jax import MusicgenMelodyFeatureExtractor
+
+    path, _ = save_hf_melody(path, decoder={"hidden_size": 20, "num_attention_heads": 4})
+    save_tiny_tokenizer(path)
+    MusicgenMelodyFeatureExtractor().save_pretrained(path)
+    return path
+
+
 def hf_generate(hf, **kwargs):
     """HF ``generate``'s audio and the codes it handed to EnCodec ``(B, K, frames)``, captured by wrapping
     ``hf.audio_encoder.decode`` (HF returns no codes). Stereo: left/right codebooks are interleaved back."""

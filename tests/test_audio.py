@@ -126,3 +126,33 @@ def test_save_wav_errors(tmp_path):
     with pytest.raises(AudioError, match="cannot write WAV") as e:
         save_wav(missing_dir, noise(1, 100), 32000)
     _assert_one_line(e, missing_dir)
+
+
+def test_a_loaded_file_is_one_clip_for_the_feature_extractor(tmp_path):
+    from musicgen_jax.audio import Waveform
+
+    fe = MusicgenMelodyFeatureExtractor()
+    stereo, mono = noise(2, 20000), noise(1, 20000)
+    soundfile.write(tmp_path / "stereo.wav", stereo.T, 32000, subtype="FLOAT")
+    soundfile.write(tmp_path / "mono.wav", mono.T, 32000, subtype="FLOAT")
+    for name, rate in (("stereo.wav", None), ("stereo.wav", 16000), ("mono.wav", None)):
+        loaded, got_rate = load(tmp_path / name, sampling_rate=rate)
+        assert isinstance(loaded, Waveform) and loaded.dtype == np.float32 and loaded.ndim == 2
+        features = fe(loaded, sampling_rate=got_rate)["input_features"]
+        # one clip: its channels averaged (a mono file's one row is itself), as HF reads [clip]
+        assert features.shape[0] == 1
+        mixed = fe(np.asarray(loaded).mean(axis=0), sampling_rate=got_rate)["input_features"]
+        np.testing.assert_array_equal(features, mixed)
+    # a plain 2-D array keeps HF's reading: a batch of mono clips
+    assert type(np.asarray(loaded)) is np.ndarray
+    assert fe(np.asarray(load(tmp_path / "stereo.wav")[0]), sampling_rate=32000)["input_features"].shape[0] == 2
+
+
+def test_waveform_is_only_one_clip(tmp_path):
+    from musicgen_jax.audio import Waveform
+
+    with pytest.raises(ValueError, match=r"one clip, \(samples,\) or \(channels, samples\); got shape \(2, 3, 4\)"):
+        Waveform(np.zeros((2, 3, 4)))
+    transposed = Waveform(noise(2, 5000)).T  # (samples, channels): a Waveform still, but not (channels, samples)
+    with pytest.raises(ValueError, match="at most 32 channels; got shape .*transpose"):
+        MusicgenMelodyFeatureExtractor()(transposed, sampling_rate=32000)

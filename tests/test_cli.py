@@ -11,10 +11,14 @@ import numpy as np
 import pytest
 import soundfile
 
-from musicgen_jax import MusicgenMelodyFeatureExtractor, MusicgenMelodyForConditionalGeneration, MusicgenMelodyProcessor
+from musicgen_jax import (
+    MusicgenMelodyForConditionalGeneration,
+    MusicgenMelodyProcessor,
+    checkpoint,
+)
 from musicgen_jax.cli import main
 from musicgen_jax.demo import write_random_checkpoint
-from tests.helpers import save_hf_melody, save_tiny_tokenizer
+from tests.helpers import save_hf_melody_with_processor
 
 
 def _leaves(params):
@@ -23,10 +27,7 @@ def _leaves(params):
 
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory):
-    path, _ = save_hf_melody(tmp_path_factory.mktemp("hf"), decoder={"hidden_size": 20, "num_attention_heads": 4})
-    save_tiny_tokenizer(path)
-    MusicgenMelodyFeatureExtractor().save_pretrained(path)
-    return path
+    return save_hf_melody_with_processor(tmp_path_factory.mktemp("hf"))
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +84,8 @@ def test_save_pretrained_and_python_m_convert_write_the_same_format(hf_dir, tmp_
     b = _leaves(MusicgenMelodyForConditionalGeneration.from_pretrained(tmp_path / "cli").params)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-    assert json.load(open(tmp_path / "saved" / "config.json")) == json.load(open(tmp_path / "cli" / "config.json"))
+    saved, cli = (os.path.join(checkpoint.resolve(tmp_path / name), "config.json") for name in ("saved", "cli"))
+    assert json.load(open(saved)) == json.load(open(cli))
 
 
 def test_generate_cli_writes_one_wav_per_text(noise_dir, tmp_path, capsys):
@@ -274,4 +276,4 @@ def test_empty_text_list_is_refused_by_the_processor(noise_dir):
 def test_unwritable_output_fails_before_any_work(noise_dir, capsys):
     # /proc refuses new files even to root; the CLI probes the path before loading anything.
     code, _, err = _run(capsys, "generate", "--model", noise_dir, "--text", "x", "--out", "/proc/musicgen.wav")
-    _assert_one_line_error(code, err, "cannot write there")
+    _assert_one_line_error(code, err, "cannot write in")

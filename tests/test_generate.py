@@ -1,11 +1,14 @@
 """`generate` end to end against HF `MusicgenMelodyForConditionalGeneration.generate` (greedy, float32)."""
 
+import dataclasses
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from musicgen_jax import MusicgenMelodyForConditionalGeneration, sampling
+from musicgen_jax import MusicgenMelodyForConditionalGeneration, modeling, sampling
 from tests.helpers import hf_generate, report, save_hf_melody
 
 
@@ -211,3 +214,117 @@ def test_repeat_calls_do_not_recompile(mono):
     ours.generate(other_ids, mask, seed=2, **kw)
     ours.generate(ids, mask, seed=3, **{**kw, "top_p": 0.8, "temperature": 0.9, "guidance_scale": 4.0})
     assert sampling.decode._cache_size() == compiled
+
+
+# -- issue 14: messages for lengths, sampling values, seeds and durations ----------------------------------------------
+
+POSITIONS, CHROMA = 2048, 235  # the tiny checkpoints' max_position_embeddings and chroma_length (HF defaults)
+
+
+def _length_message(ours, **kwargs) -> str:
+    with pytest.raises(ValueError) as caught:
+        ours.generate(**{"do_sample": False, **kwargs})
+    message = str(caught.value)
+    assert "\n" not in message and "at most -" not in message
+    return message
+
+
+def test_a_prompt_too_long_says_so_and_by_how_many_tokens(mono):
+    _, ours = mono
+    assert (ours.config.decoder.max_position_embeddings, ours.config.chroma_length) == (POSITIONS, CHROMA)
+    ids = np.full((1, 1900), 5)
+    # 1900 text + 235 chroma + start + 53 steps = 2189 positions of 2048: 141 tokens too many
+    message = _length_message(ours, input_ids=ids, max_new_tokens=53)
+    assert message.startswith("text prompt too long: it is 1900 tokens and the decoder's position table")
+    assert "(1900 text tokens + 235 chroma frames)" in message
+    assert message.endswith("shorten the text prompt by 141 tokens")
+    # one audio frame (4 steps) needs 92 tokens less, and 5000 steps never fit: shorten, and ask for fewer steps
+    message = _length_message(ours, input_ids=ids, max_new_tokens=5000)
+    assert message.endswith("shorten the text prompt by at least 92 tokens and ask for fewer steps")
+
+
+def test_a_length_too_large_says_the_longest_that_fits_in_the_unit_asked(mono):
+    _, ours = mono
+    ids = np.full((1, 3), 5)
+    room = POSITIONS - CHROMA - 3 - 1  # new tokens that fit after the prefix and the start token
+    message = _length_message(ours, input_ids=ids, max_new_tokens=5000)
+    assert message.startswith("max_new_tokens 5000 does not fit:") and f"ask for at most {room} new tokens" in message
+    message = _length_message(ours, input_ids=ids, max_length=5000)
+    assert f"ask for max_length at most {room + 1} ({room} new tokens)" in message
+    message = _length_message(ours, input_ids=ids, duration=40.0)
+    assert message.startswith("duration 40.0 s does not fit:") and message.endswith(" s fits")
+    seconds = float(message.split("at most ")[1].split(" s fits")[0])
+    frame_rate = ours.config.audio_encoder.frame_rate
+    # the longest duration shown fits: its frames + the delay pattern's 3 extra steps <= the room
+    assert 0 < seconds and math.ceil(seconds * frame_rate - 1e-6) + 3 <= room
+    assert math.ceil((seconds + 2 / frame_rate) * frame_rate) + 3 > room  # and it is not far below the limit
+
+
+@pytest.mark.parametrize("duration", [float("nan"), float("inf"), -1.0, 0, "2"])
+def test_bad_durations_name_duration(mono, duration):
+    _, ours = mono
+    with pytest.raises(ValueError, match=r"^duration must be a positive finite number of seconds, got "):
+        ours.generate(np.full((1, 3), 5), duration=duration)
+
+
+def test_a_duration_on_a_frame_boundary_gives_exactly_its_frames(mono):
+    _, ours = mono
+    # a 50 Hz codec (the real models' rate; the tiny one runs at 8000 Hz): 0.14 s * 50 is 7.000000000000001 in floats
+    audio = dataclasses.replace(ours.config.audio_encoder, sampling_rate=200, target_bandwidths=(0.8,))
+    at_50_hz = MusicgenMelodyForConditionalGeneration(
+        dataclasses.replace(ours.config, audio_encoder=audio), ours.params, ours.generation_config
+    )
+    assert at_50_hz.config.audio_encoder.frame_rate == 50
+    out = at_50_hz.generate(np.full((1, 3), 5), duration=0.14, do_sample=False, return_dict_in_generate=True)
+    assert out.audio_codes.shape[-1] == 7
+
+
+@pytest.mark.parametrize("seed", [2**64, 2**63, 2**32, -1, 1.5, True, "3"])
+def test_bad_seeds_name_the_range(mono, seed):
+    _, ours = mono
+    with pytest.raises(ValueError, match=r"^seed must be an integer in \[0, 2\*\*32 - 1 = 4294967295\]"):
+        ours.generate(np.full((1, 3), 5), seed=seed, max_new_tokens=4)
+
+
+def test_the_largest_seed_runs(mono):
+    _, ours = mono
+    out = ours.generate(np.full((1, 3), 5), seed=2**32 - 1, do_sample=True, max_new_tokens=4)
+    assert np.isfinite(out).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        # invalid in itself: refused whether or not sampling is on (the message says so when it is off)
+        (dict(temperature=-1.0, do_sample=False), r"^temperature must be a finite number > 0, got -1.0 \(refused "),
+        (dict(temperature=0.0, do_sample=False), r"^temperature must be .* do_sample=False too"),
+        (dict(temperature=float("inf"), do_sample=True), r"^temperature must be a finite number > 0, got inf$"),
+        (dict(temperature=float("nan"), do_sample=True), r"^temperature must be a finite number > 0, got nan$"),
+        (dict(top_p=1.5, do_sample=False), r"^top_p must be a number in \(0, 1\] .* do_sample=False too"),
+        (dict(top_p=float("nan"), do_sample=True), r"^top_p must be a number in \(0, 1\]"),
+        (dict(top_k=-1, do_sample=False), r"^top_k must be an integer >= 0 .* do_sample=False too"),
+        (dict(top_k=2.5, do_sample=True), r"^top_k must be an integer >= 0"),
+        (dict(top_k=float("nan"), do_sample=True), r"^top_k must be an integer >= 0"),
+        (dict(guidance_scale=float("nan"), do_sample=False), r"^guidance_scale must be a finite number .*, got nan$"),
+        (dict(guidance_scale=float("inf"), do_sample=True), r"^guidance_scale must be a finite number .*, got inf$"),
+    ],
+)
+def test_bad_sampling_values_are_refused_in_every_mode(mono, kwargs, match):
+    _, ours = mono
+    with pytest.raises(ValueError, match=match):
+        ours.generate(np.full((1, 3), 5), max_new_tokens=4, **kwargs)
+
+
+def test_unset_sampling_values_mean_off_as_in_hf():
+    assert modeling._check_sampling(True, None, None, None, None) == (0, 1.0, 1.0, None)
+    assert modeling._check_sampling(False, np.int64(5), np.float32(0.5), 2, 3) == (5, 0.5, 2.0, 3.0)
+
+
+def test_length_messages_at_the_real_models_sizes():
+    # facebook/musicgen-melody: 2048 positions, 235 chroma frames, 4 codebooks, 50 frames/s; a 12-token prompt
+    message = modeling._length_error(2048, 12, 235, 1, 1 + 2003, 4, ("duration", 40.0, False), 50)
+    assert message.startswith("duration 40.0 s does not fit: ") and message.endswith("; at most 35.94 s fits")
+    assert math.ceil(35.94 * 50 - 1e-6) + 3 + 12 + 235 + 1 == 2048  # 35.94 s is exactly the longest that fits
+    message = modeling._length_error(2048, 12, 235, 1, 1 + 1500, 4, ("max_length", 1500, True), 50)
+    assert message.startswith("the generation config's max_length 1500 does not fit: ")
+    assert message.endswith("; ask for at most 1800 new tokens (or a duration of at most 35.94 s)")

@@ -102,3 +102,56 @@ def test_the_hf_doc_example_runs_with_only_the_import_changed(checkpoint, tmp_pa
     exec(compile(source, "seed_example.py", "exec"), {})
     rate, data = scipy.io.wavfile.read(tmp_path / "generated_music.wav")
     assert rate == 32000 and data.dtype == np.float32 and len(data) == (256 + 1 - 4) * 4
+
+
+def _melody_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name.startswith("musicgen_jax") and r.levelno >= 30]
+
+
+def test_a_loaded_melody_file_is_one_clip_mono_or_stereo(checkpoint, tmp_path, caplog, monkeypatch):
+    import soundfile
+
+    from musicgen_jax import audio, chroma
+
+    monkeypatch.setattr(chroma, "_WARNED", set())  # the warning is once per process; start afresh
+    processor = MusicgenMelodyProcessor.from_pretrained(checkpoint)
+    t = np.arange(30000) / 44100
+    left, right = np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 262 * t)
+    soundfile.write(tmp_path / "mono.wav", 0.3 * left, 44100, subtype="FLOAT")
+    soundfile.write(tmp_path / "stereo.wav", 0.3 * np.stack([left, right], 1), 44100, subtype="FLOAT")
+
+    # the README's path: our loader straight into our processor
+    wave, rate = audio.load(tmp_path / "mono.wav")
+    with caplog.at_level("WARNING"):
+        out = processor(text=TEXTS[:1], audio=wave, sampling_rate=rate, padding=True)
+    assert _melody_warnings(caplog) == []  # mono: nothing to say
+    ref = processor.feature_extractor(np.asarray(wave)[0], sampling_rate=rate)
+    np.testing.assert_array_equal(out["input_features"], ref["input_features"])
+
+    wave, rate = audio.load(tmp_path / "stereo.wav")
+    assert wave.shape[0] == 2
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        out = processor(text=TEXTS[:1], audio=wave, sampling_rate=rate, padding=True)
+        batch = processor(text=TEXTS[:2], audio=[wave, wave], sampling_rate=rate, padding=True)
+    # one clip, not two mono melodies; the same features as its channel mean; one warning saying so
+    assert out["input_features"].shape[0] == 1 and out["input_ids"].shape[0] == 1
+    mean = processor.feature_extractor(np.asarray(wave).mean(axis=0), sampling_rate=rate)
+    np.testing.assert_array_equal(out["input_features"], mean["input_features"])
+    np.testing.assert_array_equal(batch["input_features"], np.concatenate([mean["input_features"]] * 2))
+    assert _melody_warnings(caplog) == [
+        "melody `audio` with 2 channels was mixed to mono (channels averaged, as HF does) before computing chroma"
+    ]
+
+
+def test_plain_arrays_keep_hf_batch_reading_and_mono_items_do_not_warn(checkpoint, caplog, monkeypatch):
+    from musicgen_jax import chroma
+
+    monkeypatch.setattr(chroma, "_WARNED", set())
+    fe = MusicgenMelodyProcessor.from_pretrained(checkpoint).feature_extractor
+    clips = np.sin(np.arange(2 * 9000).reshape(2, 9000) * 0.03).astype(np.float32)
+    with caplog.at_level("WARNING"):
+        assert fe(clips, sampling_rate=32000)["input_features"].shape[0] == 2  # (2, L): two mono clips, as in HF
+        single = fe(clips[:, None], sampling_rate=32000)["input_features"]  # (2, 1, L): two one-channel clips
+    assert _melody_warnings(caplog) == []
+    np.testing.assert_array_equal(single, fe(clips, sampling_rate=32000)["input_features"])

@@ -420,6 +420,6 @@ def test_finetune_bad_input_is_one_line(model_dir, tmp_path, capsys, problem, me
         _write_data(data)
         steps = "0"
     argv = ["--model", model, "--data", str(data), "--out", str(tmp_path / "out"), "--steps", steps]
-    assert finetune.main(argv) == 1
+    assert finetune.main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and "Traceback" not in err, err
