@@ -126,7 +126,7 @@ def encode_clip(model, feature_extractor, path: str, duration: float) -> tuple[n
     real = min(wave_CN.shape[1], samples)
     fitted = np.zeros((wave_CN.shape[0], samples), np.float32)
     fitted[:, :real] = wave_CN[:, :real]
-    codes = model._encode_prompt(fitted[None]).reshape(model.config.decoder.num_codebooks, -1).astype(np.int32)
+    codes = model.encode_audio(fitted[None])[0].astype(np.int32)
     valid = math.ceil(real / model.config.audio_encoder.hop_length)
     codes[:, valid:] = -100  # training.IGNORE_INDEX: zero padding is not music to learn
     chroma = feature_extractor(fitted.mean(axis=0), sampling_rate=rate, return_tensors="np")["input_features"][0]

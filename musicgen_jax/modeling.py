@@ -381,7 +381,8 @@ class MusicgenMelodyForConditionalGeneration:
         if audio_prompt is not None:
             if decoder_input_ids is not None:
                 raise ValueError("pass either audio_prompt or decoder_input_ids, not both")
-            decoder_input_ids = self._encode_prompt(audio_prompt)
+            codes = self.encode_audio(audio_prompt, name="audio_prompt")
+            decoder_input_ids = codes.reshape(-1, codes.shape[2])
         start = np.full((batch * dec.num_codebooks, 1), bos, np.int64)
         if decoder_input_ids is None:
             prompt = start
@@ -498,15 +499,17 @@ class MusicgenMelodyForConditionalGeneration:
             )
         return np.asarray(codec.decode(codes))
 
-    def _encode_prompt(self, audio) -> np.ndarray:
-        """A waveform ``(batch, channels, samples)`` -> codes in HF's layout ``(batch * num_codebooks, frames)``."""
+    def encode_audio(self, audio, name: str = "audio") -> np.ndarray:
+        """A waveform ``(batch, audio_channels, samples)`` float at :attr:`sampling_rate` -> int codes
+        ``(batch, num_codebooks, frames)`` (stereo: left and right codebooks interleaved, as the decoder reads them);
+        ``name`` is the argument named in errors."""
         dec = self.config.decoder
         audio = np.asarray(audio, np.float32)
         if audio.ndim == 2:
             audio = audio[:, None]
         if audio.ndim != 3 or audio.shape[1] != dec.audio_channels or audio.shape[2] == 0:
             raise ValueError(
-                f"audio_prompt must have shape (batch, {dec.audio_channels}, samples) at {self.sampling_rate} Hz, "
+                f"{name} must have shape (batch, {dec.audio_channels}, samples) at {self.sampling_rate} Hz, "
                 f"got {audio.shape}"
             )
         codec = self.audio_encoder
@@ -517,7 +520,7 @@ class MusicgenMelodyForConditionalGeneration:
             codes = np.asarray(codec.encode(audio))
         if codes.shape[1] != dec.num_codebooks:
             raise ValueError(f"the codec gives {codes.shape[1]} codebooks, the decoder needs {dec.num_codebooks}")
-        return codes.reshape(-1, codes.shape[2])
+        return codes
 
 
 class AudioArray(np.ndarray):
