@@ -4,6 +4,7 @@
 Importing this package never imports torch or transformers.
 """
 
+from musicgen_jax.batch_feature import BatchEncoding, BatchFeature
 from musicgen_jax.chroma import MusicgenMelodyFeatureExtractor
 from musicgen_jax.config import (
     ConfigError,
@@ -33,6 +34,8 @@ __all__ = [
     "AutoProcessor",
     "MusicgenForConditionalGeneration",
     "AudioArray",
+    "BatchEncoding",
+    "BatchFeature",
     "ConfigError",
     "DecoderConfig",
     "EncodecConfig",

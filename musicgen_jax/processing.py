@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from musicgen_jax import hub
+from musicgen_jax.batch_feature import BatchEncoding, BatchFeature
 from musicgen_jax.chroma import MusicgenMelodyFeatureExtractor
 from musicgen_jax.tokenizer import T5TextTokenizer
 
@@ -38,7 +39,7 @@ class MusicgenMelodyProcessor:
         path = hub.resolve(path)
         return cls(MusicgenMelodyFeatureExtractor.from_pretrained(path), T5TextTokenizer.from_pretrained(path))
 
-    def __call__(self, audio=None, text=None, return_tensors: str | None = "np", **kwargs) -> dict:
+    def __call__(self, audio=None, text=None, return_tensors: str | None = "np", **kwargs) -> BatchFeature:
         if audio is None and text is None:
             raise ValueError("pass text=, audio=, or both")
         unknown = set(kwargs) - _TEXT_KWARGS - _AUDIO_KWARGS
@@ -49,7 +50,7 @@ class MusicgenMelodyProcessor:
         # Arrays come back as numpy whatever was asked: "pt" is accepted so that HF code runs unchanged, and every
         # musicgen-jax entry point takes numpy.
         return_tensors = None if return_tensors is None else "np"
-        out = {}
+        out = BatchFeature()
         if text is not None:
             text_kwargs = {k: v for k, v in kwargs.items() if k in _TEXT_KWARGS}
             out.update(self.tokenizer(text, return_tensors=return_tensors, **text_kwargs))
@@ -61,8 +62,8 @@ class MusicgenMelodyProcessor:
             out.update(features)
         return out
 
-    def get_unconditional_inputs(self, num_samples: int = 1, return_tensors: str = "np") -> dict:  # noqa: ARG002
-        """HF's null inputs for unconditional generation: empty texts with an all-zero attention mask."""
+    def get_unconditional_inputs(self, num_samples: int = 1, return_tensors: str = "np") -> BatchEncoding:  # noqa: ARG002
+        """HF's null inputs for unconditional generation: empty texts with an all-zero attention mask (int64 (B, S))."""
         inputs = self.tokenizer([""] * num_samples, return_tensors="np")
         inputs["attention_mask"] = np.zeros_like(inputs["attention_mask"])
         return inputs

@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from musicgen_jax.batch_feature import BatchEncoding
+
 # transformers' VERY_LARGE_INTEGER (the default model_max_length) and LARGE_INTEGER (above which it means "unset").
 _UNSET_MAX_LENGTH = int(1e30)
 _LARGE_INTEGER = int(1e20)
@@ -121,11 +123,12 @@ class T5TextTokenizer:
         add_special_tokens: bool = True,
         return_tensors: str | None = None,
         **unsupported,
-    ) -> dict:
+    ) -> BatchEncoding:
         """Tokenizes one text or a batch, like HF's ``tokenizer(text, ...)`` for single (unpaired) sequences.
 
-        Returns ``{"input_ids", "attention_mask"}``: int64 arrays ``(B, S)`` with ``return_tensors="np"`` (a single
-        string gives ``B = 1``), else Python lists (a list of ints for a single string).
+        Returns a :class:`BatchEncoding` ``{"input_ids", "attention_mask"}``: int64 arrays ``(B, S)`` with
+        ``return_tensors="np"`` (a single string gives ``B = 1``), else Python lists (a list of ints for a single
+        string).
         """
         if unsupported:
             name = next(iter(unsupported))
@@ -160,10 +163,12 @@ class T5TextTokenizer:
             masks = [self._pad(m, length, 0) for m in masks]
 
         if return_tensors is None:
-            return {"input_ids": rows[0] if single else rows, "attention_mask": masks[0] if single else masks}
+            return BatchEncoding(
+                {"input_ids": rows[0] if single else rows, "attention_mask": masks[0] if single else masks}
+            )
         if len({len(r) for r in rows}) > 1:
             raise ValueError("sequences have different lengths; pass padding=True (or 'max_length') to get an array")
-        return {"input_ids": np.asarray(rows, np.int64), "attention_mask": np.asarray(masks, np.int64)}
+        return BatchEncoding({"input_ids": np.asarray(rows, np.int64), "attention_mask": np.asarray(masks, np.int64)})
 
     def _lengths(self, padding: str | None, truncation: bool | None, max_length: int | None):
         """HF's strategy resolution: returns (pad target: None, "longest" or a length; truncation length or None)."""

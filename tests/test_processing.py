@@ -155,3 +155,70 @@ def test_plain_arrays_keep_hf_batch_reading_and_mono_items_do_not_warn(checkpoin
         single = fe(clips[:, None], sampling_rate=32000)["input_features"]  # (2, 1, L): two one-channel clips
     assert _melody_warnings(caplog) == []
     np.testing.assert_array_equal(single, fe(clips, sampling_rate=32000)["input_features"])
+
+
+def test_processor_outputs_are_hf_s_batch_types(checkpoint):
+    import pickle
+
+    import jax
+    import torch
+
+    from musicgen_jax import BatchEncoding, BatchFeature
+
+    processor = MusicgenMelodyProcessor.from_pretrained(checkpoint)
+    melody = np.sin(np.arange(9000) * 0.03).astype(np.float32)
+    inputs = processor(text=TEXTS[:2], audio=[melody, melody], sampling_rate=32000, padding=True, return_tensors="pt")
+    assert type(inputs) is BatchFeature
+    assert set(inputs.keys()) == {"input_ids", "attention_mask", "input_features"}
+    for key in inputs:
+        assert getattr(inputs, key) is inputs[key] and isinstance(inputs[key], np.ndarray)
+    with pytest.raises(AttributeError, match="'decoder_input_ids'"):
+        inputs.decoder_input_ids  # noqa: B018
+    for target in ("cuda", torch.device("cpu"), jax.devices()[0]):  # HF code: inputs.to("cuda"), inputs.to(device)
+        assert inputs.to(target) is inputs
+
+    def generate(input_ids=None, attention_mask=None, input_features=None, **kwargs):  # model.generate's keywords
+        return input_ids, attention_mask, input_features
+
+    assert generate(**inputs) == (inputs.input_ids, inputs.attention_mask, inputs.input_features)
+    back = pickle.loads(pickle.dumps(inputs))
+    assert type(back) is BatchFeature and back.keys() == inputs.keys()
+    for key in inputs:
+        np.testing.assert_array_equal(back[key], inputs[key])
+
+    text_only = processor(text=TEXTS, padding=True)
+    audio_only = processor(audio=[melody], sampling_rate=32000)
+    assert type(text_only) is BatchFeature and text_only.input_ids.shape[0] == 3
+    assert type(audio_only) is BatchFeature and audio_only.input_features.shape == (1, 1 + 16384 // 4096, 12)
+
+    null = processor.get_unconditional_inputs(num_samples=2)  # HF: a BatchEncoding from the tokenizer
+    assert type(null) is BatchEncoding and null.to("cpu") is null
+    assert null.input_ids.shape[0] == 2 and not null.attention_mask.any()
+    assert generate(**null)[:2] == (null.input_ids, null.attention_mask)
+    assert type(pickle.loads(pickle.dumps(null))) is BatchEncoding
+
+
+def test_batch_feature_as_a_mapping():
+    import copy
+
+    from transformers import BatchFeature as HFBatchFeature
+
+    from musicgen_jax import BatchEncoding, BatchFeature
+
+    features = BatchFeature({"input_features": np.zeros((1, 2, 12), np.float32)})
+    assert dict(features) == {"input_features": features["input_features"]} and features.data is features
+    with pytest.raises(AttributeError, match="BatchFeature has no key or attribute 'input_ids'"):
+        features.input_ids  # noqa: B018
+    with pytest.raises(AttributeError):  # would silently shadow a key; HF users write inputs["key"] = ...
+        features.input_ids = np.zeros(1)
+    features["input_ids"] = np.ones((1, 3), np.int64)
+    assert features.input_ids is features["input_ids"] and "input_ids" in dir(features)
+    assert type(features.copy()) is BatchFeature and type(copy.deepcopy(features)) is BatchFeature
+    assert isinstance(BatchEncoding(), BatchFeature) and BatchEncoding() == {}
+    # HF's constructor: tensor_type turns lists into arrays (numpy for "np", "pt" and "jax" alike)
+    converted = BatchFeature({"input_ids": [[1, 2], [3, 4]]}, tensor_type="pt")
+    ref = HFBatchFeature({"input_ids": [[1, 2], [3, 4]]}, tensor_type="np")
+    assert isinstance(converted.input_ids, np.ndarray)
+    np.testing.assert_array_equal(converted.input_ids, ref.input_ids)
+    with pytest.raises(ValueError, match="'input_ids'"):
+        BatchFeature({"input_ids": [[1, 2], [3]]}, tensor_type="np")

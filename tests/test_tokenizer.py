@@ -171,3 +171,33 @@ def test_no_transformers_at_runtime(dirs):
         "assert 'transformers' not in sys.modules and 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("return_tensors", [None, "np"])
+def test_output_is_a_batch_encoding(dirs, return_tensors):
+    import pickle
+
+    from musicgen_jax import BatchEncoding
+
+    ours, hf = _pair(dirs, "tokenizer.json")
+    got = ours(TEXTS[:3], padding=True, return_tensors=return_tensors)
+    ref = hf(TEXTS[:3], padding=True, return_tensors=return_tensors)
+    assert isinstance(got, BatchEncoding) and isinstance(got, dict)
+    assert list(got.keys()) == ["input_ids", "attention_mask"] and got.data is got
+    for key in got:
+        assert getattr(got, key) is got[key]
+        assert np.array_equal(getattr(got, key), getattr(ref, key))  # HF's attribute access, same values
+    with pytest.raises(AttributeError, match="'token_type_ids'"):
+        got.token_type_ids  # noqa: B018
+    assert got.to("cpu") is got and got.to("cuda") is got
+
+    def encode_text(input_ids, attention_mask):  # takes these keywords, as model.generate does
+        return input_ids, attention_mask
+
+    assert encode_text(**got) == (got["input_ids"], got["attention_mask"])
+    back = pickle.loads(pickle.dumps(got))
+    assert type(back) is BatchEncoding and back.keys() == got.keys()
+    for key in got:
+        assert np.array_equal(back[key], got[key])
+    single = ours("a calm piano melody")
+    assert isinstance(single, BatchEncoding) and single.input_ids == hf("a calm piano melody").input_ids
