@@ -1,7 +1,7 @@
 """Audio file input and output: ``load`` any file soundfile/librosa can read, ``save_wav`` a waveform.
 
 Arrays are float32 and channels-first, (channels, samples), as the feature extractor and EnCodec take them. Resampling
-uses the feature extractor's resampler (:func:`musicgen_jax.chroma.resample`, torchaudio's Hann-windowed sinc, with
+uses the feature extractor's resampler (:func:`musicgen_jax.resample.resample`, torchaudio's Hann-windowed sinc, with
 HF's ``lowpass_filter_width=24, rolloff=0.945``), so ``fe(load(path, 32000)[0][None])`` and
 ``fe(load(path)[0][None], sampling_rate=rate)`` give the same features.
 """
@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from musicgen_jax.chroma import HF_LOWPASS_FILTER_WIDTH, HF_ROLLOFF, resample
 from musicgen_jax.errors import one_line
+from musicgen_jax.resample import HF_LOWPASS_FILTER_WIDTH, HF_ROLLOFF, resample
 
 
 class AudioError(ValueError):

@@ -19,11 +19,13 @@ C chroma bins, J output phases and K taps of the resampling kernel.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import math
 import os
+import secrets
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -32,7 +34,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from musicgen_jax.audio import Waveform
+from musicgen_jax.batch_feature import BatchFeature
 from musicgen_jax.config import ConfigError, read_json
+from musicgen_jax.resample import HF_LOWPASS_FILTER_WIDTH, HF_ROLLOFF, resample
 
 logger = logging.getLogger(__name__)
 
@@ -40,106 +45,8 @@ FEATURE_EXTRACTOR_NAME = "preprocessor_config.json"
 _TYPE_NAME = "MusicgenMelodyFeatureExtractor"
 _HIGHEST = jax.lax.Precision.HIGHEST
 
-# HF's call to torchaudio.functional.resample (both for plain audio and for Demucs stems).
-HF_LOWPASS_FILTER_WIDTH = 24
-HF_ROLLOFF = 0.945
 # Quirk: HF's `_extract_stem_indices` assumes Demucs ran at 44000 Hz (not 44100) when no sampling_rate is given.
 DEMUCS_DEFAULT_SAMPLING_RATE = 44000
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Resampling: torchaudio.functional.resample(method="sinc_interp_hann"), in numpy (kernel) + JAX (convolution).
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def _integral_rate(rate: Any, name: str) -> int:
-    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a positive integer number of Hz, got {rate!r}")
-    if rate <= 0 or int(rate) != rate:
-        # torchaudio refuses non-integral rates too ("Frequencies must be of integer type").
-        raise ValueError(f"{name} must be a positive integer number of Hz, got {rate!r}")
-    return int(rate)
-
-
-def sinc_resample_kernel(
-    orig_freq: int, new_freq: int, lowpass_filter_width: int = 6, rolloff: float = 0.99
-) -> tuple[np.ndarray, int]:
-    """torchaudio's Hann-windowed sinc kernel for ``orig_freq -> new_freq``.
-
-    Returns ``(kernel, width)``: ``kernel`` is float32 (J, K) with J = new_freq / gcd output phases and
-    K = 2 * width + orig_freq / gcd taps; the input is zero-padded by ``width`` on the left before convolving.
-    """
-    orig_freq, new_freq = _integral_rate(orig_freq, "orig_freq"), _integral_rate(new_freq, "new_freq")
-    if lowpass_filter_width <= 0:
-        raise ValueError(f"lowpass_filter_width must be positive, got {lowpass_filter_width}")
-    gcd = math.gcd(orig_freq, new_freq)
-    orig, new = orig_freq // gcd, new_freq // gcd
-    # Same Python float arithmetic as torchaudio, so that `width` (a ceil) comes out identical.
-    base_freq = min(orig, new)
-    base_freq *= rolloff
-    width = math.ceil(lowpass_filter_width * orig / base_freq)
-    # Quirk: torchaudio builds the kernel in the waveform's dtype (float32 here), step by step as below; we repeat
-    # its float32 operation order so the taps agree to the last bit or two rather than to float32-vs-float64 rounding.
-    f32 = np.float32
-    idx = np.arange(-width, width + orig, dtype=f32)[None, :] / f32(orig)
-    t = np.arange(0, -new, -1, dtype=f32)[:, None] / f32(new) + idx
-    t = t * f32(base_freq)
-    t = np.clip(t, f32(-lowpass_filter_width), f32(lowpass_filter_width))
-    window = np.cos(t * f32(math.pi) / f32(lowpass_filter_width) / f32(2)) ** 2
-    t = t * f32(math.pi)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        kernel = np.where(t == 0, f32(1.0), np.sin(t) / t)
-    kernel = kernel * (window * f32(base_freq / orig))
-    return kernel.astype(np.float32), width
-
-
-@functools.partial(jax.jit, static_argnames=("stride", "width", "target_length"))
-def _apply_resample_kernel(x_BL: jax.Array, kernel_JK: jax.Array, *, stride: int, width: int, target_length: int):
-    """torchaudio's `_apply_sinc_resample_kernel`: zero-pad, strided conv1d, interleave the J phases, cut."""
-    batch = x_BL.shape[0]
-    x_BL = jnp.pad(x_BL, ((0, 0), (width, width + stride)))
-    y_BJT = jax.lax.conv_general_dilated(
-        x_BL[:, None, :],
-        kernel_JK[:, None, :],
-        window_strides=(stride,),
-        padding="VALID",
-        dimension_numbers=("NCH", "OIH", "NCH"),
-        precision=_HIGHEST,
-    )
-    y_BL = jnp.swapaxes(y_BJT, 1, 2).reshape(batch, -1)
-    return y_BL[:, :target_length]
-
-
-def resample(
-    waveform: Any, orig_freq: int, new_freq: int, *, lowpass_filter_width: int = 6, rolloff: float = 0.99
-) -> np.ndarray:
-    """``torchaudio.functional.resample`` (Hann-windowed sinc) along the last axis, in float32.
-
-    Args:
-        waveform: float array (..., L).
-        orig_freq, new_freq: integer sampling rates in Hz.
-        lowpass_filter_width, rolloff: torchaudio's parameters and defaults. The feature extractor (like HF) uses
-            ``lowpass_filter_width=24, rolloff=0.945``.
-
-    Returns:
-        float32 numpy array (..., L') with ``L' = ceil(new_freq * L / orig_freq)`` (see the float32 quirk below).
-    """
-    x = np.asarray(waveform, dtype=np.float32)
-    orig_freq, new_freq = _integral_rate(orig_freq, "orig_freq"), _integral_rate(new_freq, "new_freq")
-    if orig_freq == new_freq:
-        return x
-    kernel, width = sinc_resample_kernel(orig_freq, new_freq, lowpass_filter_width, rolloff)
-    gcd = math.gcd(orig_freq, new_freq)
-    orig, new = orig_freq // gcd, new_freq // gcd
-    length = x.shape[-1]
-    # Quirk: torchaudio computes `torch.ceil(torch.as_tensor(new * length / orig))`; `as_tensor` of a Python float is
-    # float32, so for long inputs the ratio is rounded to float32 before the ceil and one sample can be lost.
-    target_length = int(np.ceil(np.float32(new * length / orig)))
-    flat = x.reshape(-1, length)
-    out = _apply_resample_kernel(
-        jnp.asarray(flat), jnp.asarray(kernel), stride=orig, width=width, target_length=target_length
-    )
-    return np.asarray(out).reshape(x.shape[:-1] + (out.shape[-1],))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -253,6 +160,31 @@ _PADDING = {
     "max_length": "max_length",
     "do_not_pad": "do_not_pad",
 }
+_RETURN_TENSORS = (None, "np", "pt", "jax")
+
+
+def _hf_dtype(arrays: Sequence[np.ndarray]) -> np.dtype:
+    """The dtype of HF's padded batch: each item's dtype, float64 made float32, then numpy's promotion."""
+    dtypes = [np.dtype(np.float32) if x.dtype == np.float64 else x.dtype for x in arrays]
+    return functools.reduce(np.promote_types, dtypes)
+
+
+def _write_text_atomically(path: str, text: str) -> None:
+    """``path`` gets ``text`` (UTF-8) whole or not at all: written under a temporary name beside it, then renamed."""
+    folder, name = os.path.split(os.path.abspath(path))
+    temporary = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.part")
+    # O_EXCL: never write through someone else's file; mode 0o666 minus the umask, as open() would give.
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+        raise
 
 
 class MusicgenMelodyFeatureExtractor:
@@ -365,6 +297,12 @@ class MusicgenMelodyFeatureExtractor:
 
             path = hub.resolve(path)
         file = os.path.join(path, FEATURE_EXTRACTOR_NAME) if os.path.isdir(path) else os.fspath(path)
+        return cls.from_json_file(file)
+
+    @classmethod
+    def from_json_file(cls, json_file: str | os.PathLike) -> MusicgenMelodyFeatureExtractor:
+        """An extractor from a JSON file (ours or HF's ``to_json_file``), read strictly as :meth:`from_dict`."""
+        file = os.fspath(json_file)
         return cls.from_dict(read_json(file), where=file)
 
     def to_dict(self) -> dict[str, Any]:
@@ -391,14 +329,18 @@ class MusicgenMelodyFeatureExtractor:
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
+    def to_json_file(self, json_file_path: str | os.PathLike) -> None:
+        """Writes :meth:`to_json_string` to ``json_file_path`` atomically: a temporary file in the same folder,
+        fsynced, then ``os.replace``d over the path (an interrupted write leaves the old file or none)."""
+        _write_text_atomically(os.fspath(json_file_path), self.to_json_string())
+
     def save_pretrained(self, save_directory: str | os.PathLike) -> list[str]:
         """Writes ``save_directory/preprocessor_config.json`` (as HF formats it); returns ``[that path]``."""
         if os.path.isfile(save_directory):
             raise ValueError(f"{save_directory}: is a file; save_pretrained needs a directory")
         os.makedirs(save_directory, exist_ok=True)
         file = os.path.join(save_directory, FEATURE_EXTRACTOR_NAME)
-        with open(file, "w", encoding="utf-8") as f:
-            f.write(self.to_json_string())
+        self.to_json_file(file)
         return [file]
 
     def __repr__(self) -> str:
@@ -440,7 +382,6 @@ class MusicgenMelodyFeatureExtractor:
         One addition: a :class:`musicgen_jax.audio.Waveform` (what ``audio.load`` returns) is one clip, mono or
         stereo, alone or in a list; it is read as HF reads ``[clip]``, where a plain 2-D array is a batch of mono clips.
         """
-        from musicgen_jax.audio import Waveform  # here: musicgen_jax.audio imports this module
 
         def clip(x: Waveform) -> np.ndarray:  # -> a plain float32 (channels, L) array; 1-D is one channel
             x = np.asarray(x, np.float32)
@@ -499,8 +440,12 @@ class MusicgenMelodyFeatureExtractor:
                 raise ValueError(f"each audio item must be (samples,) or (channels, samples), got shape {x.shape}")
         return items
 
-    def _pad(self, items, padding, max_length, truncation, pad_to_multiple_of, return_attention_mask):
-        """HF ``SequenceFeatureExtractor.pad`` on 1-D items -> float32 (B, L) and int32 (B, L) mask or None."""
+    def _pad(self, items, padding, max_length, truncation, pad_to_multiple_of, return_attention_mask, masks=None):
+        """HF ``SequenceFeatureExtractor.pad`` along the first axis of items (L_i, ...) -> (B, L, ...) and an int32
+        (B, L) mask or None. ``masks``: the items' own (L_i,) masks, truncated and padded with 0 in place of ones.
+
+        The batch is float32 for float64 (or float32) items, as HF's, so our calls keep float32 (B, L) audio.
+        """
         try:
             strategy = _PADDING[getattr(padding, "value", padding)]
         except (KeyError, TypeError):
@@ -510,24 +455,110 @@ class MusicgenMelodyFeatureExtractor:
         if truncation:
             limit = _round_up(max_length, pad_to_multiple_of)
             items = [x[:limit] for x in items]
+            masks = None if masks is None else [m[:limit] for m in masks]
         lengths = [len(x) for x in items]
-        target = max(lengths) if strategy == "longest" else _round_up(max_length, pad_to_multiple_of)
-        target = _round_up(target, pad_to_multiple_of)
         if strategy == "do_not_pad":
-            target = lengths[0]
-        if any(n > target for n in lengths) or (strategy == "do_not_pad" and len(set(lengths)) > 1):
+            padded = lengths
+        else:
+            target = max(lengths) if strategy == "longest" else max_length
+            target = _round_up(target, pad_to_multiple_of)
+            padded = [max(n, target) for n in lengths]  # HF leaves an item longer than the target as it is
+        if len(set(padded)) > 1:
             # HF cannot stack such a batch either (it fails converting the ragged list to a tensor).
             raise ValueError(
                 f"audio of lengths {lengths} cannot be batched with padding={padding!r}, "
                 f"truncation={truncation!r}; use padding=True or truncation=True"
             )
-        waveforms = np.full((len(items), target), self.padding_value, np.float32)
-        mask = np.zeros(waveforms.shape, np.int32)
+        if len({x.shape[1:] for x in items}) > 1:
+            raise ValueError(f"items of shapes {sorted({x.shape for x in items})} differ beyond their length")
+        batch = np.full((len(items), padded[0], *items[0].shape[1:]), self.padding_value, _hf_dtype(items))
+        mask = np.zeros(batch.shape[:2], np.int32 if masks is None else _hf_dtype(masks))
         for i, x in enumerate(items):
-            start = waveforms.shape[1] - len(x) if self.padding_side == "left" else 0
-            waveforms[i, start : start + len(x)] = x
-            mask[i, start : start + len(x)] = 1
-        return waveforms, (mask if return_attention_mask else None)
+            start = batch.shape[1] - len(x) if self.padding_side == "left" else 0
+            batch[i, start : start + len(x)] = x
+            mask[i, start : start + len(x)] = 1 if masks is None else masks[i]
+        return batch, (mask if return_attention_mask else None)
+
+    def pad(
+        self,
+        processed_features: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        padding: bool | str = True,
+        max_length: int | None = None,
+        truncation: bool = False,
+        pad_to_multiple_of: int | None = None,
+        return_attention_mask: bool | None = None,
+        return_tensors: str | None = None,
+    ) -> BatchFeature:
+        """HF's ``SequenceFeatureExtractor.pad``: pads a batch of raw audio (e.g. in a DataLoader's collate_fn).
+
+        Args:
+            processed_features: a list of mappings (one per example) or a mapping of lists or arrays, with the items
+                under ``model_input_names[0]`` (``"input_features"``, as HF): (L_i,) or (L_i, F) arrays (HF's own
+                call pads (L_i, 1); with this extractor's ``feature_size`` > 1 HF's pad fails on (L_i,) items that
+                need padding, which we pad). An ``attention_mask`` (L_i,) per item is truncated and padded along (with
+                0); any other key is stacked as it is.
+            padding: True / "longest", "max_length" (needs ``max_length``) or False / "do_not_pad".
+            max_length: the length to pad to with "max_length" and to truncate to.
+            truncation: cut items to ``max_length`` (rounded up to ``pad_to_multiple_of``); needs ``max_length``.
+            pad_to_multiple_of: round the padded length up to this multiple.
+            return_attention_mask: add an int32 (B, L) mask; None means ``self.return_attention_mask``.
+            return_tensors: None, "np", "pt" or "jax": numpy arrays in every case.
+
+        Returns:
+            :class:`BatchFeature` with ``input_features`` (B, L) or (B, L, F) (float32 for float items, else their
+            dtype), ``attention_mask`` (B, L) when asked for or given, and the other keys stacked.
+        """
+        return_tensors = getattr(return_tensors, "value", return_tensors)
+        if return_tensors not in _RETURN_TENSORS:
+            raise ValueError(f"return_tensors must be one of {list(_RETURN_TENSORS)}, got {return_tensors!r}")
+        name = self.model_input_names[0]
+        if isinstance(processed_features, (list, tuple)) and processed_features:
+            if not all(isinstance(example, Mapping) for example in processed_features):
+                raise TypeError("pad takes a list of mappings (one per example) or a mapping of lists")
+            keys = list(processed_features[0].keys())
+            for i, example in enumerate(processed_features):
+                if set(example.keys()) != set(keys):
+                    raise ValueError(f"example {i} has the keys {sorted(example.keys())}, example 0 {sorted(keys)}")
+            processed_features = {key: [example[key] for example in processed_features] for key in keys}
+        if not isinstance(processed_features, Mapping):
+            raise TypeError(
+                f"pad takes a mapping of lists (or a list of mappings) holding {name!r}, "
+                f"got {type(processed_features).__name__}"
+            )
+        if name not in processed_features:
+            raise ValueError(f"pad needs the key {name!r} (the audio to pad); got the keys {list(processed_features)}")
+        want_mask = self.return_attention_mask if return_attention_mask is None else return_attention_mask
+        features = dict(processed_features)
+        if len(features[name]) == 0:  # HF hands an empty batch back as it came
+            return BatchFeature({**features, **({"attention_mask": []} if want_mask else {})})
+        batch_size = len(features[name])
+        if any(len(value) != batch_size for value in features.values()):
+            sizes = {k: len(v) for k, v in features.items()}
+            raise ValueError(f"the keys hold different batch sizes: {sizes}")
+        strategy = _PADDING.get(getattr(padding, "value", padding)) if isinstance(padding, (bool, str)) else None
+        if max_length is None and (strategy == "max_length" or truncation):
+            raise ValueError("padding='max_length' and truncation=True need max_length")
+        items = [np.asarray(x) for x in features.pop(name)]
+        if any(x.ndim == 0 for x in items):
+            raise ValueError(f"{name!r} must hold a batch: a list of (L_i,) arrays or a (B, L) array, not one clip")
+        masks = features.pop("attention_mask", None)
+        if masks is not None:
+            masks = [np.asarray(m) for m in masks]
+            if any(m.shape != x.shape[:1] for m, x in zip(masks, items, strict=True)):
+                raise ValueError("each attention_mask must be (L_i,), as long as its item")
+        padded, mask = self._pad(
+            items, padding, max_length, truncation, pad_to_multiple_of, want_mask or masks is not None, masks
+        )
+        outputs = BatchFeature({name: padded})
+        for key, value in features.items():
+            try:
+                stacked = np.asarray([np.asarray(v) for v in value])
+            except ValueError:
+                raise ValueError(f"{key!r} holds items of different shapes; only {name!r} is padded") from None
+            outputs[key] = stacked.astype(np.float32) if stacked.dtype == np.float64 else stacked
+        if mask is not None:
+            outputs["attention_mask"] = mask
+        return outputs
 
     def __call__(
         self,
@@ -539,7 +570,7 @@ class MusicgenMelodyFeatureExtractor:
         padding: bool | str = True,
         max_length: int | None = None,
         sampling_rate: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> BatchFeature:
         """One-hot chroma features of one clip or a batch, as HF's ``MusicgenMelodyFeatureExtractor.__call__``.
 
         Args:
@@ -560,8 +591,9 @@ class MusicgenMelodyFeatureExtractor:
                 it is Demucs's rate, 44000 when None, as in HF).
 
         Returns:
-            {"input_features": float32 (B, T, C) one-hot, T = 1 + max(L, n_fft) // hop_length} and, when asked for,
-            "attention_mask": int32, (B, ceil(L / hop_length)) when ``return_attention_mask=True`` is passed.
+            :class:`BatchFeature` {"input_features": float32 (B, T, C) one-hot, T = 1 + max(L, n_fft) // hop_length}
+            and, when asked for, "attention_mask": int32, (B, ceil(L / hop_length)) when ``return_attention_mask=True``
+            is passed.
         """
         if sampling_rate is None:
             warnings.warn(
@@ -586,5 +618,5 @@ class MusicgenMelodyFeatureExtractor:
             # ceil(L / hop) entries while the STFT has 1 + L // hop frames.
             outputs["attention_mask"] = mask[:, :: self.hop_length] if return_attention_mask else mask
         if return_tensors == "jax":
-            return {k: jnp.asarray(v) for k, v in outputs.items()}
-        return {k: np.asarray(v) for k, v in outputs.items()}
+            return BatchFeature({k: jnp.asarray(v) for k, v in outputs.items()})
+        return BatchFeature({k: np.asarray(v) for k, v in outputs.items()})

@@ -8,7 +8,8 @@ import pytest
 import soundfile
 
 from musicgen_jax.audio import AudioError, load, save_wav
-from musicgen_jax.chroma import MusicgenMelodyFeatureExtractor, resample
+from musicgen_jax.chroma import MusicgenMelodyFeatureExtractor
+from musicgen_jax.resample import resample
 
 RNG = np.random.default_rng(0)
 

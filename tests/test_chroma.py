@@ -27,14 +27,9 @@ import numpy as np
 import pytest
 import torch
 
-from musicgen_jax.chroma import (
-    MusicgenMelodyFeatureExtractor,
-    chroma_filter_bank,
-    hann_window,
-    resample,
-    sinc_resample_kernel,
-)
+from musicgen_jax.chroma import MusicgenMelodyFeatureExtractor, chroma_filter_bank, hann_window
 from musicgen_jax.config import ConfigError
+from musicgen_jax.resample import resample, sinc_resample_kernel
 
 CHROMA_TOL = 1e-5
 RNG = np.random.default_rng(0)
@@ -556,3 +551,183 @@ def test_import_pulls_neither_torch_nor_transformers():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# HF's output type, pad and JSON files.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_call_returns_a_batch_feature():
+    import pickle
+
+    import jax
+
+    from musicgen_jax import BatchFeature
+
+    fe = MusicgenMelodyFeatureExtractor()
+    clips = [melody(20000, seed=20), melody(30000, seed=21)]
+    out = fe(clips, sampling_rate=32000, return_attention_mask=True)
+    assert isinstance(out, BatchFeature) and isinstance(out, dict)
+    assert list(out.keys()) == ["input_features", "attention_mask"]
+    assert out.input_features is out["input_features"] and out.attention_mask is out["attention_mask"]
+    assert isinstance(out.input_features, np.ndarray) and out.input_features.dtype == np.float32
+    assert out.data is out
+    with pytest.raises(AttributeError, match="'input_ids'"):
+        out.input_ids  # noqa: B018
+    for target in ("cpu", "cuda", torch.device("cpu"), torch.float16, jax.devices()[0]):
+        assert out.to(target) is out
+    assert out.to(device="cpu", non_blocking=True) is out
+
+    def generate(input_features, attention_mask):  # takes these keywords, as model.generate does
+        return input_features, attention_mask
+
+    features, mask = generate(**out)
+    assert features is out["input_features"] and mask is out["attention_mask"]
+    back = pickle.loads(pickle.dumps(out))
+    assert type(back) is BatchFeature and back.keys() == out.keys()
+    for key in out:
+        np.testing.assert_array_equal(back[key], out[key])
+    as_jax = fe(clips, sampling_rate=32000, return_tensors="jax")
+    assert isinstance(as_jax, BatchFeature) and isinstance(as_jax.input_features, jax.Array)
+
+
+def _pad_both(ours, hf, make, **kwargs):
+    """Our pad and HF's on fresh copies of the same input (HF's pad rewrites the mapping it is given)."""
+    got, ref = ours.pad(make(), **kwargs), hf.pad(make(), **kwargs)
+    assert set(got) == set(ref), (set(got), set(ref))
+    for key in ref:
+        expected = np.asarray(ref[key])
+        assert got[key].dtype == expected.dtype and got[key].shape == expected.shape, (key, kwargs)
+        np.testing.assert_array_equal(got[key], expected)
+    return got
+
+
+PAD_CALLS = [
+    {},
+    {"return_attention_mask": True},
+    {"padding": "longest", "return_attention_mask": True, "return_tensors": "np"},
+    {"padding": "max_length", "max_length": 1500, "return_attention_mask": True},
+    {"padding": "max_length", "max_length": 1000, "truncation": True},
+    {"truncation": True, "max_length": 800, "return_attention_mask": True},
+    {"pad_to_multiple_of": 512, "return_attention_mask": True},
+    {"truncation": True, "max_length": 800, "pad_to_multiple_of": 300},
+    {"padding": False, "truncation": True, "max_length": 600, "return_attention_mask": True},
+]
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("kwargs", PAD_CALLS, ids=[str(c) for c in PAD_CALLS])
+def test_pad_matches_hf(hf_module, side, kwargs):
+    # HF's own call pads (L_i, 1) items under "input_features" (its model_input_names[0]); so do collate functions.
+    ours, hf = make_pair(hf_module, padding_side=side, padding_value=0.25)
+    clips = [melody(n, seed=n)[:, None] for n in (700, 1234, 999)]
+    clips[1] = clips[1].astype(np.float64)
+    got = _pad_both(ours, hf, lambda: [{"input_features": c} for c in clips], **kwargs)
+    _pad_both(ours, hf, lambda: {"input_features": list(clips)}, **kwargs)
+    assert type(got).__name__ == "BatchFeature" and got.input_features.dtype == np.float32
+
+
+def test_pad_matches_hf_on_masks_other_keys_and_dtypes(hf_module):
+    ours, hf = make_pair(hf_module, padding_side="left")
+    clips = [melody(n, seed=n)[:, None].astype(np.float64) for n in (7, 12, 9)]
+    masks = [np.array([1] * (n - 2) + [0, 0]) for n in (7, 12, 9)]  # a given mask is padded, not rebuilt
+    _pad_both(ours, hf, lambda: {"input_features": clips, "attention_mask": masks}, return_attention_mask=True)
+    _pad_both(
+        ours,
+        hf,
+        lambda: {"input_features": clips, "attention_mask": masks},
+        return_attention_mask=True,
+        truncation=True,
+        max_length=8,
+    )
+    _pad_both(ours, hf, lambda: [{"input_features": c.tolist(), "labels": i} for i, c in enumerate(clips)])
+    _pad_both(ours, hf, lambda: [{"input_features": c, "labels": np.full(3, i / 2)} for i, c in enumerate(clips)])
+    _pad_both(ours, hf, lambda: {"input_features": np.ones((2, 6, 1))}, padding="max_length", max_length=8)
+    _pad_both(
+        ours, hf, lambda: {"input_features": [np.ones((9, 1)), np.ones((9, 1))]}, padding="max_length", max_length=8
+    )
+    _pad_both(ours, hf, lambda: {"input_features": [np.ones((9, 1), np.int16), np.ones((3, 1), np.int16)]})
+    _pad_both(ours, hf, lambda: {"input_features": [torch.ones(9, 1), torch.ones(3, 1)]}, return_tensors="np")
+    _pad_both(ours, hf, lambda: {"input_features": [np.ones(6), np.ones(6)]}, padding=False)
+    # the instance default decides the mask, as in HF
+    ours, hf = make_pair(hf_module, return_attention_mask=True)
+    _pad_both(ours, hf, lambda: {"input_features": clips})
+    # in a DataLoader, as HF's docstring suggests
+    data = [{"input_features": c} for c in clips]
+    batch = next(iter(torch.utils.data.DataLoader(data, batch_size=3, collate_fn=ours.pad)))
+    np.testing.assert_array_equal(batch.input_features, hf.pad(list(data), return_tensors="np")["input_features"])
+
+
+def test_pad_refuses_what_hf_refuses(hf_module):
+    ours, hf = make_pair(hf_module)
+    clips = [np.ones((5, 1)), np.ones((3, 1))]
+    for kwargs, make, match in [
+        ({"padding": "max_length"}, lambda: {"input_features": clips}, "max_length"),
+        ({"truncation": True}, lambda: {"input_features": clips}, "max_length"),
+        ({"padding": "middle"}, lambda: {"input_features": clips}, "padding"),
+        ({}, lambda: {"input_values": clips}, "input_features"),
+        ({}, lambda: {"input_features": clips, "labels": [1, 2, 3]}, "batch size"),
+    ]:
+        with pytest.raises(ValueError):
+            hf.pad(make(), **kwargs)
+        with pytest.raises(ValueError, match=match):
+            ours.pad(make(), **kwargs)
+    with pytest.raises(ValueError, match="return_tensors"):
+        ours.pad({"input_features": clips}, return_tensors="tf")
+
+
+def test_pad_one_dimensional_items():
+    # HF's pad fails here (feature_size 12 > 1 makes it pad (L_i,) items as 2-D); the expected values are numpy's.
+    fe = MusicgenMelodyFeatureExtractor(padding_value=-1.0, padding_side="left")
+    clips = [np.arange(1, 6, dtype=np.float32), np.arange(1, 4, dtype=np.float32)]
+    out = fe.pad({"input_features": clips}, return_attention_mask=True, pad_to_multiple_of=4)
+    expected = np.stack([np.pad(c, (8 - len(c), 0), constant_values=-1.0) for c in clips])
+    np.testing.assert_array_equal(out.input_features, expected)
+    np.testing.assert_array_equal(out.attention_mask, (expected != -1.0).astype(np.int32))
+    assert out.input_features.dtype == np.float32 and out.attention_mask.dtype == np.int32
+
+
+def test_json_file_round_trip_with_hf(hf_module, tmp_path):
+    import os
+    import stat
+
+    kwargs = dict(
+        padding_side="left", return_attention_mask=True, stem_indices=[1, 0], hop_length=2048, chunk_length=20
+    )
+    ours, hf = MusicgenMelodyFeatureExtractor(**kwargs), hf_module.MusicgenMelodyFeatureExtractor(**kwargs)
+    ours.to_json_file(tmp_path / "ours.json")
+    assert (tmp_path / "ours.json").read_text() == ours.to_json_string()
+    assert hf_module.MusicgenMelodyFeatureExtractor.from_json_file(tmp_path / "ours.json").to_dict() == hf.to_dict()
+    hf.to_json_file(tmp_path / "hf.json")
+    back = MusicgenMelodyFeatureExtractor.from_json_file(tmp_path / "hf.json")
+    assert back.to_dict() == {**hf.to_dict(), "num_chroma": 12} == ours.to_dict()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf.json", "ours.json"]  # no temporary left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "ours.json").stat().st_mode) == 0o666 & ~umask  # as open() would create it
+    (tmp_path / "bad.json").write_text('{"do_normalize": true}')
+    with pytest.raises(ConfigError, match="bad.json: unknown feature extractor field 'do_normalize'"):
+        MusicgenMelodyFeatureExtractor.from_json_file(tmp_path / "bad.json")
+
+
+def test_to_json_file_and_save_pretrained_are_atomic(tmp_path, monkeypatch):
+    import os
+
+    fe = MusicgenMelodyFeatureExtractor(hop_length=2048)
+    target = tmp_path / "preprocessor_config.json"
+    target.write_text("old")
+
+    def replace_fails(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", replace_fails)
+    with pytest.raises(OSError, match="disk full"):
+        fe.to_json_file(target)
+    with pytest.raises(OSError, match="disk full"):
+        fe.save_pretrained(tmp_path)
+    monkeypatch.undo()
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == [target.name]
+    assert fe.save_pretrained(tmp_path) == [str(target)]
+    assert MusicgenMelodyFeatureExtractor.from_json_file(target).to_dict() == fe.to_dict()
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
