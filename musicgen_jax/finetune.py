@@ -1,223 +1,29 @@
-"""``musicgen-jax finetune``: fine-tune MusicGen Melody on a folder of captioned audio clips.
+"""``musicgen-jax finetune``'s run: :func:`run` fine-tunes MusicGen Melody on a folder of captioned audio clips.
 
     musicgen-jax finetune --model PATH --data DIR --out DIR [--steps N --batch-size B --lr LR --duration SECONDS ...]
 
-``DIR`` holds audio files (wav, flac, mp3, ogg, ...), each with a caption in a ``.txt`` file of the same name. Each
-clip is resampled to the model's rate, cropped or zero-padded to ``--duration`` seconds, encoded to codes once with
-the model's EnCodec and turned into chroma features with the model's feature extractor; both are cached as ``.npy``
-under ``OUT/cache`` so that a second run reads them back. Frames past the end of a short clip are not scored.
-Training runs :func:`musicgen_jax.training.make_train_step` (AdamW, warmup-cosine schedule, global-norm clipping,
-frozen T5 and EnCodec), logs to stdout and ``OUT/metrics.jsonl``, and writes orbax checkpoints to
-``OUT/checkpoints``; a run whose ``OUT`` already holds checkpoints resumes from the latest one.
-
-The chroma comes from the whole mix: MusicGen's own training removes drums and bass with Demucs first, which this
-tool does not run.
+The command line (flags, help, defaults, the one-line errors with exit status 2) is :mod:`musicgen_jax.cli`'s; the
+data pipeline (finding captioned clips, encoding them to codes and chroma with a cache under ``OUT/cache``, the batch
+order) is :mod:`musicgen_jax.data`'s. This module checks the arguments, loads the model, and runs
+:func:`musicgen_jax.training.make_train_step` (AdamW, warmup-cosine schedule, global-norm clipping, frozen T5 and
+EnCodec); it logs to stdout and ``OUT/metrics.jsonl`` and writes orbax checkpoints to ``OUT/checkpoints``; a run
+whose ``OUT`` already holds checkpoints resumes from the latest one.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import hashlib
 import json
 import math
 import os
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-import numpy as np
+from musicgen_jax.data import FinetuneError, batch_indices, find_examples, prepare_dataset
+from musicgen_jax.errors import one_line
 
-from musicgen_jax.errors import EXIT_ERROR, ArgumentParser, one_line
-
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".aif", ".aiff", ".au")
-_CACHE_VERSION = "1"
-
-
-class FinetuneError(ValueError):
-    """Bad input to ``musicgen-jax finetune`` (data folder, captions, model, arguments): a one-line message."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Example:
-    """One training clip: its audio file and its caption."""
-
-    audio: str
-    caption: str
-
-
-@dataclasses.dataclass
-class Dataset:
-    """Every clip, padded to common shapes (numpy): ``input_ids``/``attention_mask`` ``(N, S)``, ``input_features``
-    ``(N, F, C)``, ``labels`` ``(N, T, K)`` in HF's layout (delay pattern applied)."""
-
-    input_ids: np.ndarray
-    attention_mask: np.ndarray
-    input_features: np.ndarray
-    labels: np.ndarray
-
-    def __len__(self) -> int:
-        return self.labels.shape[0]
-
-    def batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-        return {field.name: getattr(self, field.name)[indices] for field in dataclasses.fields(self)}
-
-
-def find_examples(data_dir: str | os.PathLike) -> list[Example]:
-    """The audio files of ``data_dir`` (sorted by name) with their captions; raises :class:`FinetuneError` when the
-    folder is missing or holds no audio, or when a clip has no readable caption file."""
-    data_dir = os.fspath(data_dir)
-    if not os.path.isdir(data_dir):
-        raise FinetuneError(f"{data_dir}: no such data directory")
-    names = sorted(
-        n
-        for n in os.listdir(data_dir)
-        if n.lower().endswith(AUDIO_EXTENSIONS) and os.path.isfile(os.path.join(data_dir, n))
-    )
-    if not names:
-        raise FinetuneError(f"{data_dir}: no audio files ({', '.join(AUDIO_EXTENSIONS)})")
-    examples = []
-    for name in names:
-        audio = os.path.join(data_dir, name)
-        caption_file = os.path.splitext(audio)[0] + ".txt"
-        try:
-            with open(caption_file, encoding="utf-8") as f:
-                caption = " ".join(f.read().split())
-        except FileNotFoundError:
-            raise FinetuneError(f"{audio}: no caption file {os.path.basename(caption_file)} next to it") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise FinetuneError(f"{caption_file}: cannot read the caption ({one_line(e)})") from None
-        examples.append(Example(audio, caption))
-    return examples
-
-
-def _fit_channels(audio_CN: np.ndarray, channels: int, path: str) -> np.ndarray:
-    if audio_CN.shape[0] == channels:
-        return audio_CN
-    if channels == 1:
-        return audio_CN.mean(axis=0, keepdims=True)
-    if audio_CN.shape[0] == 1:
-        return np.repeat(audio_CN, channels, axis=0)
-    raise FinetuneError(f"{path}: {audio_CN.shape[0]} channels cannot feed a {channels}-channel model")
-
-
-def _cache_key(path: str, model_path: str, duration: float, rate: int, channels: int) -> str:
-    stat = os.stat(path)
-    text = "|".join(
-        map(str, (_CACHE_VERSION, os.path.realpath(path), stat.st_mtime_ns, stat.st_size, duration, rate, channels))
-    )
-    text += "|" + os.path.realpath(model_path)
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
-
-
-def encode_clip(model, feature_extractor, path: str, duration: float) -> tuple[np.ndarray, np.ndarray]:
-    """One clip -> ``(codes (K, F) int32, chroma (frames, C) float32)``; codes of frames past the clip's end are -100.
-
-    The audio is resampled to the model's rate, fitted to its channel count and cropped or zero-padded to
-    ``duration`` seconds before EnCodec; the chroma is taken from the same (mono-mixed) audio.
-    """
-    from musicgen_jax import audio as audio_io
-
-    rate = model.sampling_rate
-    wave_CN, _ = audio_io.load(path, sampling_rate=rate)
-    wave_CN = _fit_channels(wave_CN, model.config.decoder.audio_channels, path)
-    samples = int(round(duration * rate))
-    real = min(wave_CN.shape[1], samples)
-    fitted = np.zeros((wave_CN.shape[0], samples), np.float32)
-    fitted[:, :real] = wave_CN[:, :real]
-    codes = model.encode_audio(fitted[None])[0].astype(np.int32)
-    valid = math.ceil(real / model.config.audio_encoder.hop_length)
-    codes[:, valid:] = -100  # training.IGNORE_INDEX: zero padding is not music to learn
-    chroma = feature_extractor(fitted.mean(axis=0), sampling_rate=rate, return_tensors="np")["input_features"][0]
-    return codes, chroma.astype(np.float32)
-
-
-def prepare_dataset(
-    model,
-    examples: Sequence[Example],
-    tokenizer,
-    feature_extractor,
-    *,
-    duration: float,
-    cache_dir: str,
-    model_path: str,
-    log: Callable[[str], None] = print,
-) -> Dataset:
-    """Codes, chroma, labels and tokenized captions of every example (codes and chroma cached under ``cache_dir``)."""
-    from musicgen_jax.training import delay_labels
-
-    os.makedirs(cache_dir, exist_ok=True)
-    dec = model.config.decoder
-    codes, chromas = [], []
-    encoded = 0
-    for example in examples:
-        key = _cache_key(example.audio, model_path, duration, model.sampling_rate, dec.audio_channels)
-        stem = os.path.splitext(os.path.basename(example.audio))[0]
-        codes_file = os.path.join(cache_dir, f"{stem}-{key}.codes.npy")
-        chroma_file = os.path.join(cache_dir, f"{stem}-{key}.chroma.npy")
-        if os.path.isfile(codes_file) and os.path.isfile(chroma_file):
-            clip_codes, clip_chroma = np.load(codes_file), np.load(chroma_file)
-        else:
-            clip_codes, clip_chroma = encode_clip(model, feature_extractor, example.audio, duration)
-            _save_npy(codes_file, clip_codes)
-            _save_npy(chroma_file, clip_chroma)
-            encoded += 1
-        codes.append(clip_codes)
-        chromas.append(clip_chroma)
-    log(f"data: {len(examples)} clips ({encoded} encoded now, {len(examples) - encoded} from {cache_dir})")
-    labels = delay_labels(np.stack(codes), dec.pad_token_id, dec.audio_channels)
-    text = tokenizer([e.caption for e in examples], padding="longest", return_tensors="np")
-    return Dataset(
-        input_ids=text["input_ids"].astype(np.int32),
-        attention_mask=text["attention_mask"].astype(np.int32),
-        input_features=np.stack(chromas),
-        labels=labels.astype(np.int32),
-    )
-
-
-def _save_npy(path: str, array: np.ndarray) -> None:
-    """``np.save`` under a temporary name, then renamed: a killed run never leaves a truncated cache file."""
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "wb") as f:
-        np.save(f, array)
-    os.replace(temporary, path)
-
-
-def batch_indices(step: int, size: int, batch_size: int, seed: int) -> np.ndarray:
-    """The examples of ``step``: a stream of per-epoch permutations cut into batches, a function of ``step`` alone
-    (so a resumed run sees the batches the interrupted one would have)."""
-    positions = np.arange(step * batch_size, (step + 1) * batch_size)
-    epochs, offsets = np.divmod(positions, size)
-    orders = {e: np.random.default_rng((seed, e)).permutation(size) for e in np.unique(epochs).tolist()}
-    return np.asarray([orders[e][o] for e, o in zip(epochs.tolist(), offsets.tolist(), strict=True)])
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(
-        prog="musicgen-jax finetune",
-        description="Fine-tune MusicGen Melody on a folder of audio clips with same-named .txt captions.",
-    )
-    p.add_argument("--model", required=True, help="model directory (HF checkpoint with tokenizer files)")
-    p.add_argument("--data", required=True, help="folder of audio files, each with a same-named .txt caption")
-    p.add_argument("--out", required=True, help="output folder: cache/, checkpoints/, metrics.jsonl")
-    p.add_argument("--steps", type=int, default=1000, help="optimizer steps in total (default 1000)")
-    p.add_argument("--batch-size", type=int, default=4, help="clips per step (default 4)")
-    p.add_argument("--lr", type=float, default=1e-5, help="peak learning rate (default 1e-5)")
-    p.add_argument("--warmup", type=int, default=0, help="linear warmup steps before the cosine decay (default 0)")
-    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
-    p.add_argument("--clip-norm", type=float, default=1.0, help="global gradient norm clip, 0 for none (default 1)")
-    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default 1)")
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per clip: crop or pad (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="data order and dropout seed (default 0)")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 compute over float32 master weights")
-    p.add_argument("--no-dropout", action="store_true", help="turn the config's dropout off")
-    p.add_argument("--train-text-encoder", action="store_true", help="train the T5 text encoder too")
-    p.add_argument("--mesh", default=None, help="DATAxMODEL device mesh, e.g. 8x1 or 2x4 (default: one device)")
-    p.add_argument("--log-every", type=int, default=10, help="steps between log lines (default 10)")
-    p.add_argument("--save-every", type=int, default=500, help="steps between checkpoints (default 500)")
-    p.add_argument("--keep", type=int, default=3, help="checkpoints to keep (default 3)")
-    return p
+__all__ = ["FinetuneError", "run"]
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -267,8 +73,20 @@ def _load(model_path: str):
     return model, tokenizer, feature_extractor
 
 
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of ``args`` that go into a checkpoint's JSON metadata (not the CLI's ``command``/``func``)."""
+    return {
+        name: value
+        for name, value in vars(args).items()
+        if name not in ("command", "func") and isinstance(value, (str, int, float, bool, type(None)))
+    }
+
+
 def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """The fine-tuning run of parsed ``args``; returns ``{"step", "loss", "checkpoint"}`` of the last step."""
+    """The fine-tuning run of ``args``, parsed by ``musicgen_jax.cli.build_parser().parse_args(["finetune", ...])``
+    (every flag of ``musicgen-jax finetune --help`` as an attribute: ``model``, ``data``, ``out``, ``steps``,
+    ``batch_size``, ...); returns ``{"step", "loss", "checkpoint"}`` of the last step. Bad input raises
+    :class:`FinetuneError` (or :class:`musicgen_jax.audio.AudioError`, ``OSError``) with a one-line message."""
     import jax
     import jax.numpy as jnp
 
@@ -305,7 +123,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[st
     if mesh is not None:
         state = sharding.shard_params(state, mesh)
     manager = training.checkpoint_manager(os.path.join(args.out, "checkpoints"), max_to_keep=args.keep)
-    metadata = {"model": os.path.abspath(args.model), "trainable": list(trainable), "args": vars(args)}
+    metadata = {"model": os.path.abspath(args.model), "trainable": list(trainable), "args": _options(args)}
     if manager.latest_step() is not None:
         state, _ = training.restore_checkpoint(manager, state)
         log(f"resuming from {manager.directory}/{int(state.step)}")
@@ -361,24 +179,3 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[st
     checkpoint = os.path.join(os.fspath(manager.directory), str(int(state.step)))
     log(f"checkpoint: {checkpoint}")
     return {"step": int(state.step), "loss": loss, "checkpoint": checkpoint}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``musicgen-jax finetune ...``: 0 on success; bad input prints one ``error:`` line to stderr and returns 2."""
-    parser = _parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:  # the parser has printed its one-line error
-        return int(e.code or 0)
-    from musicgen_jax.audio import AudioError
-
-    try:
-        run(args)
-    except (FinetuneError, AudioError, OSError) as e:
-        print(f"{parser.prog}: error: {one_line(e)}", file=sys.stderr)
-        return EXIT_ERROR
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
