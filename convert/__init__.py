@@ -28,31 +28,30 @@ class Component:
 
 def _decoder_component() -> Component:
     from convert.decoder import decoder_rules
-    from musicgen_jax import conditioning, decoder
+    from musicgen_jax import parameters
 
-    def abstract(config):
-        return {"decoder": decoder.abstract_params(config.decoder), **conditioning.abstract_params(config)}
-
-    return Component(("decoder.", "enc_to_dec_proj.", "audio_enc_to_dec_proj."), decoder_rules, abstract)
+    return Component(
+        ("decoder.", "enc_to_dec_proj.", "audio_enc_to_dec_proj."),
+        decoder_rules,
+        lambda config: parameters.abstract(config, parts=("decoder", "text_proj", "chroma_proj")),
+    )
 
 
 def _text_encoder_component() -> Component:
     from convert.t5 import t5_rules
-    from musicgen_jax import t5
+    from musicgen_jax import parameters
 
-    return Component(
-        ("text_encoder.",), t5_rules, lambda config: {"text_encoder": t5.abstract_params(config.text_encoder)}
-    )
+    return Component(("text_encoder.",), t5_rules, lambda config: parameters.abstract(config, parts=("text_encoder",)))
 
 
 def _audio_encoder_component() -> Component:
     from convert.encodec import encodec_rules
-    from musicgen_jax import encodec
+    from musicgen_jax import parameters
 
     return Component(
         ("audio_encoder.",),
         lambda config: encodec_rules(config.audio_encoder, prefix="audio_encoder.", root=("audio_encoder",)),
-        lambda config: {"audio_encoder": encodec.abstract_params(config.audio_encoder)},
+        lambda config: parameters.abstract(config, parts=("audio_encoder",)),
     )
 
 

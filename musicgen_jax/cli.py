@@ -80,7 +80,7 @@ def cmd_generate(args) -> int:
     import numpy as np
 
     from musicgen_jax import MusicgenMelodyForConditionalGeneration, MusicgenMelodyProcessor, audio
-    from musicgen_jax.modeling import _check_duration, _check_sampling, _check_seed
+    from musicgen_jax.generation import check_duration, check_sampling, check_seed
 
     texts = args.text or []
     if not texts and args.melody is None:
@@ -89,13 +89,13 @@ def cmd_generate(args) -> int:
         raise CLIError("--text must not be empty")
     # Every flag is checked here, before anything loads, with the rules generate() applies.
     if args.duration is not None:
-        _check_duration(args.duration, "--duration")
+        check_duration(args.duration, "--duration")
     if args.max_new_tokens is not None and args.max_new_tokens <= 0:
         raise CLIError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
-    _check_sampling(
+    check_sampling(
         not args.greedy, args.top_k, args.top_p, args.temperature, args.guidance_scale, names=_SAMPLING_FLAGS
     )
-    _check_seed(args.seed, "--seed")
+    check_seed(args.seed, "--seed")
     paths = _output_paths(args.out, max(len(texts), 1), args.overwrite)
 
     melody = None
@@ -176,10 +176,11 @@ def cmd_random_checkpoint(args) -> int:
     return 0
 
 
-def cmd_finetune(argv: list[str]) -> int:
+def cmd_finetune(args) -> int:
     from musicgen_jax import finetune
 
-    return finetune.main(argv)
+    finetune.run(args)  # logs its own progress; bad input raises a one-line error
+    return 0
 
 
 _OVERWRITE_HELP = (
@@ -226,7 +227,31 @@ def build_parser() -> argparse.ArgumentParser:
     rnd.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     rnd.set_defaults(func=cmd_random_checkpoint)
 
-    sub.add_parser("finetune", help="fine-tune on a folder of audio files with .txt captions", add_help=False)
+    ft = sub.add_parser(
+        "finetune",
+        help="fine-tune on a folder of audio files with .txt captions",
+        description="Fine-tune MusicGen Melody on a folder of audio clips with same-named .txt captions.",
+    )
+    ft.add_argument("--model", required=True, help="model directory (HF checkpoint with tokenizer files)")
+    ft.add_argument("--data", required=True, help="folder of audio files, each with a same-named .txt caption")
+    ft.add_argument("--out", required=True, help="output folder: cache/, checkpoints/, metrics.jsonl")
+    ft.add_argument("--steps", type=int, default=1000, help="optimizer steps in total (default 1000)")
+    ft.add_argument("--batch-size", type=int, default=4, help="clips per step (default 4)")
+    ft.add_argument("--lr", type=float, default=1e-5, help="peak learning rate (default 1e-5)")
+    ft.add_argument("--warmup", type=int, default=0, help="linear warmup steps before the cosine decay (default 0)")
+    ft.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
+    ft.add_argument("--clip-norm", type=float, default=1.0, help="global gradient norm clip, 0 for none (default 1)")
+    ft.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default 1)")
+    ft.add_argument("--duration", type=float, default=10.0, help="seconds per clip: crop or pad (default 10)")
+    ft.add_argument("--seed", type=int, default=0, help="data order and dropout seed (default 0)")
+    ft.add_argument("--bf16", action="store_true", help="bfloat16 compute over float32 master weights")
+    ft.add_argument("--no-dropout", action="store_true", help="turn the config's dropout off")
+    ft.add_argument("--train-text-encoder", action="store_true", help="train the T5 text encoder too")
+    ft.add_argument("--mesh", default=None, help="DATAxMODEL device mesh, e.g. 8x1 or 2x4 (default: one device)")
+    ft.add_argument("--log-every", type=int, default=10, help="steps between log lines (default 10)")
+    ft.add_argument("--save-every", type=int, default=500, help="steps between checkpoints (default 500)")
+    ft.add_argument("--keep", type=int, default=3, help="checkpoints to keep (default 3)")
+    ft.set_defaults(func=cmd_finetune)
     return parser
 
 
@@ -247,8 +272,6 @@ def _run(argv: list[str]) -> int:
     try:
         if not os.environ.get("MUSICGEN_JAX_DEBUG"):
             _quiet_libraries()
-        if argv[:1] == ["finetune"]:
-            return cmd_finetune(argv[1:])
         args = build_parser().parse_args(argv)
         return args.func(args)
     except KeyboardInterrupt:

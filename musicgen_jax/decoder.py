@@ -299,6 +299,6 @@ class Decoder(nn.Module):
 
 def abstract_params(config: DecoderConfig) -> Any:
     """The decoder's parameter tree as ``jax.ShapeDtypeStruct`` leaves (float32), without allocating it."""
-    ids = jnp.zeros((1, config.num_codebooks, 1), jnp.int32)
-    shapes = jax.eval_shape(lambda: Decoder(config).init(jax.random.PRNGKey(0), ids))
+    ids = jax.ShapeDtypeStruct((1, config.num_codebooks, 1), jnp.int32)  # abstract: nothing is computed or compiled
+    shapes = jax.eval_shape(lambda ids: Decoder(config).init(jax.random.PRNGKey(0), ids), ids)
     return shapes["params"]

@@ -4,15 +4,10 @@ makes is noise (the weights are random). Written in the converted format, with a
 
 from __future__ import annotations
 
-import hashlib
-import math
 import os
 import tempfile
 
-import jax
-import numpy as np
-
-from musicgen_jax import checkpoint, modeling
+from musicgen_jax import checkpoint, parameters
 from musicgen_jax.chroma import MusicgenMelodyFeatureExtractor
 from musicgen_jax.config import DecoderConfig, EncodecConfig, GenerationConfig, MusicgenMelodyConfig, T5Config
 
@@ -96,58 +91,9 @@ def write_tokenizer(dst: str) -> None:
         f.write('{"tokenizer_class": "T5Tokenizer", "extra_ids": 0, "model_max_length": 512}')
 
 
-def _fill(names: tuple[str, ...], shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    """A random float32 value for the leaf at path ``names`` (its last name says what it is).
-
-    Norm scales and weight-norm gains 1 (``g * v / ||v||`` is then a unit-norm filter, a fan-in scale), biases 0,
-    embeddings / codebooks / T5's relative bias N(0, 1), kernels N(0, 1 / fan_in). A random demo, not a training init.
-    """
-    name = names[-1]
-    fan_in = {
-        "qkv": lambda s: s[-4],  # (..., D, 3, N, H)
-        "out": lambda s: s[-3] * s[-2],  # (..., N, H, D)
-        "up": lambda s: s[-2],  # (..., D, F)
-        "gate": lambda s: s[-2],
-        "down": lambda s: s[-2],  # (..., F, D)
-        "lm_heads": lambda s: s[-2],  # (K, D, V)
-        "w_in": lambda s: s[-3],  # LSTM (L, C, G, D)
-        "w_rec": lambda s: s[-3],
-        "v": lambda s: s[0] * s[1],  # conv (W, I, O)
-        "kernel": lambda s: math.prod(s[:-1]),  # conv (W, I, O) or projection (E, D)
-    }
-    if name in ("scale", "g"):
-        return np.ones(shape, np.float32)
-    if name in ("bias", "b_in", "b_rec"):
-        return np.zeros(shape, np.float32)
-    if name in ("embed", "codebooks", "rel_bias"):
-        return rng.standard_normal(shape, np.float32)
-    if name in fan_in:
-        return rng.standard_normal(shape, np.float32) * np.float32(fan_in[name](shape) ** -0.5)
-    raise ValueError(f"no random init rule for parameter {'/'.join(names)} {shape}")
-
-
 def random_params(config: MusicgenMelodyConfig, seed: int = 0) -> dict:
-    """Random float32 numpy parameters in the checkpoint layout (scanned decoder), shaped as
-    ``modeling.abstract_params(config)``; filled on the host, so nothing is compiled.
-
-    Each leaf draws from its own stream, seeded by ``seed`` and its path: the same seed gives bit-identical values
-    whatever the order of the leaves.
-    """
-    abstract = {}
-
-    def shapes():
-        abstract.update(modeling.abstract_params(config))
-
-    # Traced, so that the dummy inputs the parts' abstract_params build with jnp.zeros are not compiled and run.
-    jax.eval_shape(shapes)
-
-    def fill(path, leaf):
-        names = tuple(str(k.key) for k in path)
-        digest = hashlib.sha256(f"{seed}:{'/'.join(names)}".encode()).digest()
-        rng = np.random.default_rng(np.frombuffer(digest, np.uint32))
-        return _fill(names, leaf.shape, rng)
-
-    return jax.tree_util.tree_map_with_path(fill, abstract)
+    """Random float32 numpy parameters in the checkpoint layout: :func:`musicgen_jax.parameters.random`."""
+    return parameters.random(config, seed)
 
 
 def write_random_checkpoint(dst: str | os.PathLike, seed: int = 0, overwrite: bool = False) -> str:
@@ -168,7 +114,7 @@ def write_random_checkpoint(dst: str | os.PathLike, seed: int = 0, overwrite: bo
     with tempfile.TemporaryDirectory() as side_files:  # the tokenizer and preprocessor files travel into the version
         write_tokenizer(side_files)
         MusicgenMelodyFeatureExtractor().save_pretrained(side_files)
-        params = random_params(config, seed)
+        weights = random_params(config, seed)
         return checkpoint.save(
-            dst, params, config.to_hf(), generation.to_hf(), copy_from=side_files, overwrite=overwrite
+            dst, weights, config.to_hf(), generation.to_hf(), copy_from=side_files, overwrite=overwrite
         )

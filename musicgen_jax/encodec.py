@@ -445,8 +445,8 @@ class Encodec(nn.Module):
 
 def abstract_params(config: EncodecConfig) -> Any:
     """The codec's parameter tree as ``jax.ShapeDtypeStruct`` leaves (float32), without allocating it."""
-    audio = jnp.zeros((1, config.audio_channels, config.hop_length), jnp.float32)
-    shapes = jax.eval_shape(lambda: Encodec(config).init(jax.random.PRNGKey(0), audio))
+    audio = jax.ShapeDtypeStruct((1, config.audio_channels, config.hop_length), jnp.float32)  # abstract: no compile
+    shapes = jax.eval_shape(lambda audio: Encodec(config).init(jax.random.PRNGKey(0), audio), audio)
     return shapes["params"]
 
 

@@ -6,8 +6,6 @@ This module only wires the network parts together; each part lives in its own fi
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
 import os
 import time
 from typing import Any
@@ -16,12 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from musicgen_jax import checkpoint, conditioning, encodec, hub, sampling, sharding, t5
+from musicgen_jax import checkpoint, core, generation, hub, loss, parameters, sharding
 from musicgen_jax import decoder as decoder_module
 from musicgen_jax.config import GenerationConfig, MusicgenMelodyConfig
-from musicgen_jax.decoder import Decoder
 from musicgen_jax.encodec import EncodecModel
-from musicgen_jax.t5 import T5Encoder
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -70,24 +66,6 @@ class MusicgenMelodyOutput:
 
     def __getitem__(self, key: str):
         return getattr(self, key)
-
-
-@functools.partial(jax.jit, static_argnames=("config",))
-def _encode_text(params, config: MusicgenMelodyConfig, input_ids_BS, attention_mask_BS):
-    return T5Encoder(config.text_encoder).apply({"params": params["text_encoder"]}, input_ids_BS, attention_mask_BS)
-
-
-@functools.partial(jax.jit, static_argnames=("config",))
-def _forward_logits(
-    params, config: MusicgenMelodyConfig, input_ids_BKT, text_BSE, text_mask_BS, chroma_BFC, prefix_BPD, target_mask_BT
-):
-    if prefix_BPD is None:
-        prefix_BPD = conditioning.forward_prefix(params, config, text_BSE, text_mask_BS, chroma_BFC)
-    decoder = Decoder(config.decoder, scan_layers=decoder_module.is_scanned(params["decoder"]))
-    logits_BKTV, _ = decoder.apply(
-        {"params": params["decoder"]}, input_ids_BKT, prefix_BPD, attention_mask_BT=target_mask_BT
-    )
-    return logits_BKTV, prefix_BPD
 
 
 class MusicgenMelodyForConditionalGeneration:
@@ -146,7 +124,7 @@ class MusicgenMelodyForConditionalGeneration:
         target = resolve_dtype(dtype)
         if checkpoint.is_converted(path):
             config = MusicgenMelodyConfig.from_pretrained(path)
-            abstract = abstract_params(config)
+            abstract = parameters.abstract(config)
             shardings = None if mesh is None else sharding.shardings_for(abstract, mesh)
             params = checkpoint.restore(path, abstract, dtype=target, shardings=shardings)
             if not scan_layers:
@@ -192,14 +170,18 @@ class MusicgenMelodyForConditionalGeneration:
 
     def encode_text(self, input_ids, attention_mask=None) -> jax.Array:
         """T5 ``last_hidden_state`` ``(batch, seq, d_model_text)`` of token ids ``(batch, seq)``, not projected."""
-        ids = _as_int_array("input_ids", input_ids, ndim=2)
+        ids = generation.as_int_array("input_ids", input_ids, ndim=2)
         vocab = self.config.text_encoder.vocab_size
         if ids.size and (ids.min() < 0 or ids.max() >= vocab):
             raise ValueError(f"input_ids values must lie in [0, {vocab}), got [{ids.min()}, {ids.max()}]")
-        mask = np.ones_like(ids) if attention_mask is None else _as_int_array("attention_mask", attention_mask, ndim=2)
+        mask = (
+            np.ones_like(ids)
+            if attention_mask is None
+            else generation.as_int_array("attention_mask", attention_mask, ndim=2)
+        )
         if mask.shape != ids.shape:
             raise ValueError(f"attention_mask shape {mask.shape} does not match input_ids shape {ids.shape}")
-        return _encode_text(self.params, self.config, jnp.asarray(ids), jnp.asarray(mask))
+        return core.encode_text_jit(self.params, self.config, jnp.asarray(ids), jnp.asarray(mask))
 
     def _check_features(self, input_features, batch: int | None):
         feats = np.asarray(input_features, np.float32)
@@ -212,7 +194,7 @@ class MusicgenMelodyForConditionalGeneration:
 
     def _check_decoder_inputs(self, decoder_input_ids, batch: int | None, decoder_attention_mask=None):
         cfg = self.config.decoder
-        ids = _as_int_array("decoder_input_ids", decoder_input_ids, ndim=2)
+        ids = generation.as_int_array("decoder_input_ids", decoder_input_ids, ndim=2)
         if ids.shape[0] % cfg.num_codebooks:
             raise ValueError(
                 f"decoder_input_ids must have shape (batch * num_codebooks, tgt_len) with num_codebooks="
@@ -248,19 +230,13 @@ class MusicgenMelodyForConditionalGeneration:
         which the prefix is built as HF does, or ``encoder_hidden_states``: an already-projected prefix
         ``(batch, prefix_len, hidden_size)``. ``decoder_input_ids`` is ``(batch * num_codebooks, tgt_len)`` int.
         """
+        dec = self.config.decoder
+        labels_BTK = None
         if labels is not None:
-            from musicgen_jax.training import model_loss  # lazy: keeps optax out of `import musicgen_jax`
-
-            return model_loss(
-                self,
-                labels=labels,
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                input_features=input_features,
-                decoder_input_ids=decoder_input_ids,
-                decoder_attention_mask=decoder_attention_mask,
-                encoder_hidden_states=encoder_hidden_states,
-            )
+            labels_BTK = loss.check_labels(labels, dec.num_codebooks, dec.vocab_size)
+            if decoder_input_ids is None:  # HF: the decoder reads the labels shifted right
+                ids_BKT = loss.shift_tokens_right(labels_BTK, dec.pad_token_id, dec.bos_token_id)
+                decoder_input_ids = ids_BKT.reshape(-1, ids_BKT.shape[2])
         if decoder_input_ids is None:
             raise ValueError("decoder_input_ids is required")
         cfg = self.config
@@ -284,12 +260,25 @@ class MusicgenMelodyForConditionalGeneration:
                 batch = feats.shape[0]
         ids_BKT = self._check_decoder_inputs(decoder_input_ids, batch, decoder_attention_mask)
         key_mask = None if decoder_attention_mask is None else jnp.asarray(np.asarray(decoder_attention_mask))
-        logits_BKTV, prefix = _forward_logits(
-            self.params, cfg, jnp.asarray(ids_BKT), text, mask, feats, prefix, key_mask
+        logits_BKTV, prefix = core.forward_jit(
+            self.params,
+            cfg,
+            jnp.asarray(ids_BKT),
+            text_BSE=text,
+            text_mask_BS=mask,
+            chroma_BFC=feats,
+            prefix_BPD=prefix,
+            target_mask_BT=key_mask,
         )
-        return MusicgenMelodyOutput(
-            logits=logits_BKTV.reshape(-1, *logits_BKTV.shape[2:]), encoder_hidden_states=prefix
-        )
+        out = MusicgenMelodyOutput(logits=logits_BKTV.reshape(-1, *logits_BKTV.shape[2:]), encoder_hidden_states=prefix)
+        if labels_BTK is not None:
+            if labels_BTK.shape[:2] != (ids_BKT.shape[0], ids_BKT.shape[2]):
+                raise ValueError(
+                    f"labels {labels_BTK.shape} do not match decoder_input_ids (batch {ids_BKT.shape[0]}, length "
+                    f"{ids_BKT.shape[2]})"
+                )
+            out.loss = loss.loss_from_logits(logits_BKTV, jnp.asarray(labels_BTK), dec.pad_token_id)
+        return out
 
     # ----------------------------------------------------------------------------------------------------------
     # Generation
@@ -329,9 +318,9 @@ class MusicgenMelodyForConditionalGeneration:
           do_sample, guidance_scale, top_k, top_p, temperature: as HF (defaults from ``generation_config.json``).
           seed / rng: an int seed in [0, 2**32) or a JAX key for sampling; the same seed gives the same audio.
           return_dict_in_generate: return :class:`GenerateOutput` (``.sequences`` audio, ``.audio_codes``, and
-            ``.stats``: compile seconds, decode steps/s, real-time factor).
+            ``.stats``, per-phase seconds on every call: see :class:`GenerateOutput`).
           progress: optional ``callback(steps_done, steps_total)``: the loop then runs as compiled chunks of 32 steps
-            with one host sync per chunk (for a progress bar), and ``stats`` separate compile from decode time.
+            with one host sync per chunk (for a progress bar).
 
         Returns:
           float32 numpy audio ``(batch, channels, samples)`` at ``self.sampling_rate``, or a :class:`GenerateOutput`.
@@ -339,155 +328,54 @@ class MusicgenMelodyForConditionalGeneration:
         if unknown:
             raise ValueError(f"generate() got unsupported argument(s): {', '.join(sorted(unknown))}")
         gen = generation_config or self.generation_config
-        do_sample = gen.do_sample if do_sample is None else bool(do_sample)
-        top_k, top_p, temperature, guidance_scale = _check_sampling(
-            do_sample,
-            gen.top_k if top_k is None else top_k,
-            gen.top_p if top_p is None else top_p,
-            gen.temperature if temperature is None else temperature,
-            gen.guidance_scale if guidance_scale is None else guidance_scale,
-        )
-        seed = _check_seed(seed)
-        if duration is not None:
-            duration = _check_duration(duration)
-        max_new_tokens = _check_count(max_new_tokens, "max_new_tokens")
-        max_length = _check_count(max_length, "max_length")
-        use_cfg = guidance_scale is not None and guidance_scale > 1
-        cfg = self.config
-        dec = cfg.decoder
-        bos = gen.decoder_start_token_id if gen.decoder_start_token_id is not None else gen.bos_token_id
-        bos = dec.bos_token_id if bos is None else bos
-        pad = dec.pad_token_id if gen.pad_token_id is None else gen.pad_token_id
-
-        # 1. The batch: from the text, the melody, or the audio prompt.
-        batch = _batch_of(input_ids, input_features, decoder_input_ids, dec.num_codebooks, audio_prompt)
-        feats = None if input_features is None else self._check_features(input_features, batch)
-
-        # 2. Text states. HF never generates without text: with no input_ids it encodes a single BOS token whose
-        # attention mask it infers as 0 (BOS == pad), so the text prefix is one all-zero position.
-        if input_ids is not None:
-            ids = _as_int_array("input_ids", input_ids, ndim=2)
-            if attention_mask is None:
-                # HF _prepare_attention_mask_for_generation: infer the mask from the decoder's pad id.
-                attention_mask = (ids != pad).astype(np.int64) if (ids == pad).any() else np.ones_like(ids)
-            text = self.encode_text(ids, attention_mask)
-            mask = jnp.asarray(np.asarray(attention_mask))
-        else:
-            text = jnp.zeros((batch, 1, cfg.text_encoder.d_model), self.dtype)
-            mask = jnp.zeros((batch, 1), jnp.int32)
-        prefix = _generation_prefix(self.params, cfg, text, mask, feats, use_cfg)
-
-        # 3. Decoder input ids: BOS, prompt codes, or an encoded audio prompt.
-        if audio_prompt is not None:
-            if decoder_input_ids is not None:
-                raise ValueError("pass either audio_prompt or decoder_input_ids, not both")
-            codes = self.encode_audio(audio_prompt, name="audio_prompt")
-            decoder_input_ids = codes.reshape(-1, codes.shape[2])
-        start = np.full((batch * dec.num_codebooks, 1), bos, np.int64)
-        if decoder_input_ids is None:
-            prompt = start
-        else:
-            prompt = self._check_decoder_inputs(decoder_input_ids, batch).reshape(batch * dec.num_codebooks, -1)
-            if (prompt[:, 0] != bos).all():  # HF prepends BOS unless every row already starts with it
-                prompt = np.concatenate([start, prompt], axis=1)
-        prompt_len = prompt.shape[1]
-
-        # 4. Length, as HF's _prepare_generated_length: max_new_tokens wins, then an explicit max_length, then
-        # the generation config's max_length counted from the prompt.
-        channel_codebooks = dec.num_codebooks // dec.audio_channels
-        # What the length came from, for the message when it does not fit: (argument, value, from the gen config?)
-        asked = ("duration", duration, False)
-        if duration is not None:
-            if max_new_tokens is not None or max_length is not None:
-                raise ValueError("pass only one of duration, max_new_tokens, max_length")
-            # - 1e-6: duration * frame_rate is 7.000000000000001 for 0.14 s at 50 Hz, which must stay 7 frames
-            frames = max(1, math.ceil(duration * cfg.audio_encoder.frame_rate - 1e-6))
-            max_new_tokens = frames + channel_codebooks - 1
-        elif max_new_tokens is not None:
-            asked = ("max_new_tokens", max_new_tokens, False)
-        elif max_length is not None:
-            asked = ("max_length", max_length, False)
-        elif gen.max_new_tokens is not None:
-            asked = ("max_new_tokens", gen.max_new_tokens, True)
-        else:
-            asked = ("max_length", gen.max_length, True)
-        if max_new_tokens is None and max_length is None:
-            max_new_tokens = gen.max_new_tokens
-        if max_new_tokens is not None:
-            total = int(max_new_tokens) + prompt_len
-        elif max_length is not None:
-            total = int(max_length)
-        else:
-            total = gen.max_length + prompt_len
-        if total <= prompt_len:
-            raise ValueError(f"nothing to generate: max_length {total} <= decoder prompt length {prompt_len}")
-        if total - prompt_len < channel_codebooks:
-            raise ValueError(
-                f"generating {total - prompt_len} steps yields no audio frame: the delay pattern needs at least "
-                f"{channel_codebooks} (num_codebooks per channel)"
-            )
-
-        prefix_len = prefix.shape[1]
-        if prefix_len + total > dec.max_position_embeddings:
-            raise ValueError(
-                _length_error(
-                    dec.max_position_embeddings,
-                    prefix_len - cfg.chroma_length,  # the prefix is [chroma_length chroma frames, text tokens]
-                    cfg.chroma_length,
-                    prompt_len,
-                    total,
-                    channel_codebooks,
-                    asked,
-                    cfg.audio_encoder.frame_rate,
-                )
-            )
-
-        # 5. The compiled loop.
-        fixed, pattern = sampling.build_delay_pattern(
-            prompt.reshape(batch, dec.num_codebooks, -1), pad, total, dec.audio_channels
-        )
-        if rng is None:
-            rng = jax.random.PRNGKey(np.random.randint(0, 2**31 - 1) if seed is None else int(seed))
-        knobs = sampling.SamplingParams(
-            jnp.float32(temperature), jnp.float32(top_p), jnp.float32(guidance_scale if use_cfg else 1.0)
-        )
-        args = (self.params["decoder"], prefix, jnp.asarray(fixed), jnp.asarray(pattern), rng, knobs)
-        # On a mesh the prefill keeps 2B rows: B + 1 rows would not split evenly over the data axis.
-        placement = getattr(jax.tree_util.tree_leaves(self.params["decoder"])[0], "sharding", None)
-        single_device = placement is None or len(placement.device_set) == 1
-        static = dict(
-            config=dec,
-            max_length=total,
+        dec = self.config.decoder
+        knobs = generation.resolve_knobs(
+            gen,
+            dec,
             do_sample=do_sample,
-            top_k=top_k if do_sample else 0,
-            use_top_p=do_sample and top_p < 1.0,
-            use_cfg=use_cfg,
-            # generate's unconditional rows are all the same (zero text, null chroma, the same BOS): one prefill row
-            shared_uncond=use_cfg and single_device and sampling.uncond_rows_shared(prefix, fixed),
+            guidance_scale=guidance_scale,
+            top_k=top_k,
+            top_p=top_p,
+            temperature=temperature,
         )
-        started = time.perf_counter()
-        if progress is None:
-            tokens, compile_seconds = sampling.decode(*args, **static), None
-        else:
-            tokens, compile_seconds = sampling.decode_in_chunks(*args, chunk=32, on_chunk=progress, **static)
-        tokens = np.asarray(tokens)
-        decode_seconds = time.perf_counter() - started - (compile_seconds or 0.0)
-        tokens = sampling.apply_delay_pattern(tokens, pattern)
-        codes = sampling.revert_delay_pattern(tokens, pad)
+        seed = generation.check_seed(seed)
+        duration = None if duration is None else generation.check_duration(duration)
+        max_new_tokens = generation.check_count(max_new_tokens, "max_new_tokens")
+        max_length = generation.check_count(max_length, "max_length")
+        batch = generation.batch_of(input_ids, input_features, decoder_input_ids, dec.num_codebooks, audio_prompt)
 
-        # 6. Audio: stereo checkpoints decode left (even codebooks) and right (odd) with the mono codec.
-        audio = self.decode_audio(codes).view(AudioArray)
-        if return_dict_in_generate:
-            seconds_of_audio = audio.shape[-1] / self.sampling_rate
-            stats = {
-                "compile_seconds": compile_seconds,
-                "decode_steps": total - prompt_len,
-                "decode_steps_per_second": (total - prompt_len) / max(decode_seconds, 1e-9),
-                "audio_seconds": seconds_of_audio,
-                "wall_seconds": time.perf_counter() - started,
-            }
-            return GenerateOutput(sequences=audio, audio_codes=codes, stats=stats)
-        return audio
+        clock = generation.Clock()
+        prefix = clock.lap(
+            "text_encode_seconds",
+            generation.encode_conditions(self, input_ids, attention_mask, input_features, batch, knobs),
+        )
+        prompt = generation.prompt_codes(self, batch, decoder_input_ids, audio_prompt, knobs)
+        total = generation.decode_length(
+            self.config,
+            gen,
+            prompt.shape[1],
+            prefix.shape[1],
+            max_new_tokens=max_new_tokens,
+            max_length=max_length,
+            duration=duration,
+        )
+        clock.lap("prompt_seconds")
+        codes, loop = generation.run_loop(
+            self.params["decoder"], prefix, prompt, total, knobs, generation.sampling_key(seed, rng), dec, progress
+        )
+        clock.add(loop)
+        audio = clock.lap("codec_decode_seconds", self.decode_audio(codes)).view(AudioArray)
+        if not return_dict_in_generate:
+            return audio
+        steps = total - prompt.shape[1]
+        stats = {
+            **clock.stats,
+            "decode_steps": steps,
+            "decode_steps_per_second": steps / max(loop["decode_seconds"], 1e-9),
+            "audio_seconds": audio.shape[-1] / self.sampling_rate,
+            "wall_seconds": time.perf_counter() - clock.started,
+        }
+        return GenerateOutput(sequences=audio, audio_codes=codes, stats=stats)
 
     def decode_audio(self, codes_BKF) -> np.ndarray:
         """Codes ``(batch, num_codebooks, frames)`` -> float32 audio ``(batch, audio_channels, samples)``."""
@@ -536,7 +424,15 @@ class AudioArray(np.ndarray):
 
 @dataclasses.dataclass
 class GenerateOutput:
-    """What ``generate(..., return_dict_in_generate=True)`` returns: ``sequences`` the audio, ``audio_codes``."""
+    """What ``generate(..., return_dict_in_generate=True)`` returns.
+
+    sequences: the audio ``(batch, channels, samples)``; audio_codes: ``(batch, num_codebooks, frames)``.
+    stats: seconds per phase, on every call (a first call included; each phase waits for its device work, and the
+      compiling inside any phase is counted in ``compile_seconds`` only): ``text_encode_seconds`` (T5 and the
+      conditioning prefix), ``prompt_seconds`` (prompt codes, EnCodec-encoding an audio prompt), ``prefill_seconds``,
+      ``decode_seconds`` (the scanned steps), ``codec_decode_seconds`` (codes to audio), ``compile_seconds``;
+      and ``decode_steps``, ``decode_steps_per_second``, ``audio_seconds``, ``wall_seconds``.
+    """
 
     sequences: np.ndarray
     audio_codes: np.ndarray
@@ -547,174 +443,5 @@ class GenerateOutput:
 
 
 def abstract_params(config: MusicgenMelodyConfig) -> dict:
-    """The whole model's parameter tree as ``jax.ShapeDtypeStruct`` (float32), without allocating it."""
-    return {
-        "text_encoder": t5.abstract_params(config.text_encoder),
-        "audio_encoder": encodec.abstract_params(config.audio_encoder),
-        "decoder": decoder_module.abstract_params(config.decoder),
-        **conditioning.abstract_params(config),
-    }
-
-
-_generation_prefix = jax.jit(conditioning.generation_prefix, static_argnames=("config", "use_cfg"))
-
-
-def _as_int_array(name: str, value, ndim: int) -> np.ndarray:
-    array = np.asarray(value)
-    if array.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {array.shape}")
-    if array.size and not np.issubdtype(array.dtype, np.integer):
-        if np.issubdtype(array.dtype, np.floating) and np.all(array == np.round(array)):
-            array = array.astype(np.int64)
-        else:
-            raise ValueError(f"{name} must hold integers, got dtype {array.dtype}")
-    return array.astype(np.int64)
-
-
-def _batch_of(input_ids, input_features, decoder_input_ids, num_codebooks, audio_prompt) -> int:
-    for name, value, per_row in (
-        ("input_ids", input_ids, 1),
-        ("input_features", input_features, 1),
-        ("decoder_input_ids", decoder_input_ids, num_codebooks),
-        ("audio_prompt", audio_prompt, 1),
-    ):
-        if value is not None:
-            shape = np.shape(value)
-            if not shape:
-                raise ValueError(f"{name} must be an array, got a scalar")
-            return shape[0] // per_row
-    return 1
-
-
-def _check_sampling(do_sample, top_k, top_p, temperature, guidance_scale, names=None):
-    """Validates the sampling knobs; returns ``(top_k, top_p, temperature, guidance_scale)`` as int / floats.
-
-    One rule for every knob: a value that is invalid in itself (a negative top_k, top_p outside (0, 1], a temperature
-    that is not a finite number > 0, a non-finite guidance_scale) is an error whether or not sampling is on.
-    HF differs: with do_sample off, ``GenerationConfig.validate`` only warns that temperature / top_p / top_k are
-    unused, and the logits warpers that refuse bad values (``TemperatureLogitsWarper``: > 0; ``TopPLogitsWarper``:
-    in [0, 1]; ``TopKLogitsWarper``: > 0, with 0 meaning off) are only built when sampling, so HF's greedy search
-    takes ``temperature=-1`` silently. A bad value is a mistake in any mode, so we refuse it in every mode.
-    None means "off", as in HF (top_k 0, top_p 1, temperature 1, no guidance).
-
-    ``names`` maps a knob to the name shown in messages (the CLI passes its flags, and "greedy": "--greedy").
-    """
-    names = names or {}
-    unused = "" if do_sample else f" (refused with {names.get('greedy', 'do_sample=False')} too, which does not use it)"
-    rules = {
-        "top_k": "an integer >= 0 (0 turns top_k off)",
-        "top_p": "a number in (0, 1] (1 turns top_p off)",
-        "temperature": "a finite number > 0",
-        "guidance_scale": "a finite number (> 1 turns classifier-free guidance on)",
-    }
-
-    def fail(key, value):
-        note = "" if key == "guidance_scale" else unused  # guidance is used by greedy decoding too
-        value = repr(value) if isinstance(value, str) else value
-        return ValueError(f"{names.get(key, key)} must be {rules[key]}, got {value}{note}")
-
-    def real(value):  # float(value) when it is a finite real number, else None
-        try:
-            value = None if isinstance(value, (bool, str)) else float(value)
-        except (TypeError, ValueError):
-            return None
-        return value if value is not None and math.isfinite(value) else None
-
-    k = 0.0 if top_k is None else real(top_k)
-    if k is None or k < 0 or not k.is_integer():
-        raise fail("top_k", top_k)
-    p = 1.0 if top_p is None else real(top_p)
-    if p is None or not 0.0 < p <= 1.0:
-        raise fail("top_p", top_p)
-    t = 1.0 if temperature is None else real(temperature)
-    if t is None or not t > 0.0:
-        raise fail("temperature", temperature)
-    g = None if guidance_scale is None else real(guidance_scale)
-    if guidance_scale is not None and g is None:
-        raise fail("guidance_scale", guidance_scale)
-    return int(k), p, t, g
-
-
-# jax.random.PRNGKey takes a 64-bit seed but, unless jax_enable_x64 is on, keeps only its low 32 bits (2**32 gives
-# the key of 0) and overflows above 2**63 - 1; seeds in [0, 2**32) give the same key in both modes.
-SEED_MAX = 2**32 - 1
-
-
-def _check_seed(seed, name: str = "seed") -> int | None:
-    """``seed`` as an int in [0, 2**32 - 1] (None stays None); a one-line ValueError naming ``name`` otherwise."""
-    if seed is None:
-        return None
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= SEED_MAX:
-        raise ValueError(
-            f"{name} must be an integer in [0, 2**32 - 1 = {SEED_MAX}] (jax.random.PRNGKey keeps 32 bits of it), "
-            f"got {seed!r}"
-        )
-    return int(seed)
-
-
-def _check_duration(duration, name: str = "duration") -> float:
-    """``duration`` as a positive finite float (seconds); a one-line ValueError naming ``name`` otherwise."""
-    try:
-        value = float(duration)
-        ok = not isinstance(duration, (bool, str)) and math.isfinite(value) and value > 0
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"{name} must be a positive finite number of seconds, got {duration!r}")
-    return value
-
-
-def _check_count(value, name: str) -> int | None:
-    """A length argument as a positive int (None stays None); a one-line ValueError naming ``name`` otherwise."""
-    if value is None:
-        return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _seconds_at_most(frames: int, frame_rate: int) -> str:
-    """``frames / frame_rate`` seconds rounded down (so that it still fits) to the frame rate's resolution."""
-    decimals = max(1, math.ceil(math.log10(frame_rate)))
-    seconds = math.floor(frames / frame_rate * 10**decimals + 1e-6) / 10**decimals
-    return f"{seconds:.{decimals}f}".rstrip("0").rstrip(".") if seconds % 1 else f"{seconds:.1f}"
-
-
-def _length_error(positions, text_len, chroma_len, prompt_len, total, min_steps, asked, frame_rate) -> str:
-    """The message when the conditioning prefix + decoder prompt + the steps asked for overflow the position table.
-
-    Says the prompt is too long (and by how many tokens) when even the fewest steps that give an audio frame do not
-    fit, else the longest length that fits, in the unit asked in (seconds for ``duration``, else tokens).
-    """
-    name, value, from_config = asked
-    steps = total - prompt_len
-    if name == "duration":
-        steps_asked = f"the {steps} decoder steps of {value} s"
-    else:
-        steps_asked = f"the {steps} steps {'the generation config asks' if from_config else 'asked'} for"
-    start = "the start token" if prompt_len == 1 else f"the {prompt_len}-step decoder prompt (start + audio prompt)"
-    holds = (
-        f"the decoder's position table (max_position_embeddings {positions}) must hold the conditioning prefix "
-        f"({text_len} text tokens + {chroma_len} chroma frames), {start} and {steps_asked}"
-    )
-    over_asked = text_len + chroma_len + prompt_len + steps - positions
-    over_min = text_len + chroma_len + prompt_len + min_steps - positions
-    if over_min > 0:  # the prompt alone does not fit
-        if over_min >= text_len:  # the decoder prompt (an audio prompt) is too long: shortening the text is not enough
-            return (
-                f"prompt too long: {holds}; that is {over_min} positions too many even for the {min_steps} steps of "
-                f"one audio frame: {'shorten the audio prompt' if prompt_len > 1 else 'the checkpoint leaves no room'}"
-            )
-        if over_asked < text_len:
-            fix = f"shorten the text prompt by {over_asked} tokens"
-        else:
-            fix = f"shorten the text prompt by at least {over_min} tokens and ask for fewer steps"
-        return f"text prompt too long: it is {text_len} tokens and {holds}; {fix}"
-    room = positions - text_len - chroma_len - prompt_len  # new tokens that fit: >= min_steps here
-    seconds = _seconds_at_most(room - min_steps + 1, frame_rate)
-    if name == "duration":
-        return f"duration {value} s does not fit: {holds}; at most {seconds} s fits"
-    what = f"the generation config's {name} {value}" if from_config else f"{name} {value}"
-    if name == "max_length" and not from_config:  # the config's max_length counts from the prompt, like new tokens
-        return f"{what} does not fit: {holds}; ask for max_length at most {prompt_len + room} ({room} new tokens)"
-    return f"{what} does not fit: {holds}; ask for at most {room} new tokens (or a duration of at most {seconds} s)"
+    """The whole model's parameter tree as ``jax.ShapeDtypeStruct`` (float32): :func:`parameters.abstract`."""
+    return parameters.abstract(config)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from typing import NamedTuple
 
 import jax
@@ -299,6 +300,93 @@ _advance_jit = jax.jit(_advance, static_argnames=("spec", "num_steps"), donate_a
 _finish_jit = jax.jit(_finish, static_argnames=("spec",))
 
 
+# Compile time, measured on every call: XLA reports each trace, lowering and backend compile through jax.monitoring.
+_COMPILE_EVENTS = (
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration",
+    "/jax/core/compile/backend_compile_duration",
+)
+_compile_clock = [0.0]
+
+
+def _on_event(event: str, duration: float, **_) -> None:
+    if event in _COMPILE_EVENTS:
+        _compile_clock[0] += duration
+
+
+jax.monitoring.register_event_duration_secs_listener(_on_event)
+
+
+def compile_clock() -> float:
+    """Seconds this process has spent tracing, lowering and compiling XLA programs so far (read it twice)."""
+    return _compile_clock[0]
+
+
+class _Phase:
+    """Wall seconds of a block, split into compile and run (the run part waits for the device)."""
+
+    def __init__(self, timings: dict, name: str):
+        self.timings, self.name = timings, name
+
+    def __enter__(self):
+        self.start, self.compile_start = time.perf_counter(), _compile_clock[0]
+        return self
+
+    def __exit__(self, *exc):
+        compiled = _compile_clock[0] - self.compile_start
+        self.timings["compile_seconds"] = self.timings.get("compile_seconds", 0.0) + compiled
+        self.timings[self.name] = self.timings.get(self.name, 0.0) + time.perf_counter() - self.start - compiled
+        return False
+
+
+def run_loop(
+    decoder_params,
+    prefix_BPD,
+    prompt_BKS,
+    pattern_BKT,
+    rng,
+    sampling: SamplingParams,
+    *,
+    chunk: int | None = None,
+    on_chunk=None,
+    **static,
+) -> tuple[jax.Array, dict]:
+    """:func:`decode` as three compiled programs (prefill, the scanned steps, the last sample), timed.
+
+    ``chunk``: run the steps as compiled chunks of that many steps, calling ``on_chunk(steps_done, steps_total)`` on
+    the host between chunks (a progress bar; one host sync per chunk, none per step). Same tokens as :func:`decode`.
+    Each program compiles once per shape and static arguments (jit's cache): a repeated call compiles nothing.
+
+    Returns ``(tokens_BKT, timings)``: ``prefill_seconds``, ``decode_seconds`` (the steps) and ``compile_seconds``
+    (tracing, lowering and XLA compilation during this call, excluded from the other two).
+    """
+    spec = _spec(**static)
+    total = spec.max_length - prompt_BKS.shape[2]
+    if total <= 0:
+        raise ValueError(
+            f"max_length {spec.max_length} leaves nothing to generate after {prompt_BKS.shape[2]} positions"
+        )
+    timings: dict = {"compile_seconds": 0.0}
+    with _Phase(timings, "prefill_seconds"):
+        state = jax.block_until_ready(_prefill_jit(decoder_params, prefix_BPD, prompt_BKS, rng, spec=spec))
+    with _Phase(timings, "decode_seconds"):
+        done, remaining = 1, total - 1  # the prefill's logits give the first position
+        step = remaining if chunk is None else chunk
+        while remaining > 0:
+            n = min(step, remaining)
+            state = _advance_jit(decoder_params, state, pattern_BKT, sampling, spec=spec, num_steps=n)
+            remaining -= n
+            done += n
+            if on_chunk is not None:
+                jax.block_until_ready(state.step)
+                on_chunk(done, total)
+        # Wait for the steps before the last program is dispatched: its first-call compile would otherwise overlap
+        # them and be subtracted from them.
+        jax.block_until_ready(state.step)
+        tokens = jax.block_until_ready(_finish_jit(state, pattern_BKT, sampling, spec=spec))
+    return tokens, timings
+
+
 def decode_in_chunks(
     decoder_params,
     prefix_BPD,
@@ -311,44 +399,8 @@ def decode_in_chunks(
     on_chunk=None,
     **static,
 ):
-    """:func:`decode` run as compiled chunks of ``chunk`` steps, calling ``on_chunk(steps_done, steps_total)`` on the
-    host between chunks (a progress bar). Same result as :func:`decode`; one host sync per chunk, none per step.
-
-    Returns ``(tokens_BKT, compile_seconds)``: the time spent compiling (measured with ahead-of-time lowering).
-    """
-    import time
-
-    spec = _spec(**static)
-    total = spec.max_length - prompt_BKS.shape[2]
-    if total <= 0:
-        raise ValueError(
-            f"max_length {spec.max_length} leaves nothing to generate after {prompt_BKS.shape[2]} positions"
-        )
-    compile_seconds = 0.0
-
-    def compiled(fn, *args, **kw):
-        nonlocal compile_seconds
-        t0 = time.perf_counter()
-        exe = fn.lower(*args, **kw).compile()
-        compile_seconds += time.perf_counter() - t0
-        return exe
-
-    state = compiled(_prefill_jit, decoder_params, prefix_BPD, prompt_BKS, rng, spec=spec)(
-        decoder_params, prefix_BPD, prompt_BKS, rng
+    """:func:`run_loop` in chunks of ``chunk`` steps; returns ``(tokens_BKT, compile_seconds)``."""
+    tokens, timings = run_loop(
+        decoder_params, prefix_BPD, prompt_BKS, pattern_BKT, rng, sampling, chunk=chunk, on_chunk=on_chunk, **static
     )
-    executables = {}
-    done, remaining = 1, total - 1  # the prefill's logits give the first position
-    while remaining > 0:
-        n = min(chunk, remaining)
-        if n not in executables:
-            executables[n] = compiled(
-                _advance_jit, decoder_params, state, pattern_BKT, sampling, spec=spec, num_steps=n
-            )
-        state = executables[n](decoder_params, state, pattern_BKT, sampling)
-        remaining -= n
-        done += n
-        if on_chunk is not None:
-            jax.block_until_ready(state.step)
-            on_chunk(done, total)
-    tokens = compiled(_finish_jit, state, pattern_BKT, sampling, spec=spec)(state, pattern_BKT, sampling)
-    return tokens, compile_seconds
+    return tokens, timings["compile_seconds"]

@@ -178,6 +178,6 @@ class T5Encoder(nn.Module):
 
 def abstract_params(config: T5Config) -> Any:
     """The T5 encoder's parameter tree as ``jax.ShapeDtypeStruct`` leaves (float32), without allocating it."""
-    ids = jnp.zeros((1, 1), jnp.int32)
-    shapes = jax.eval_shape(lambda: T5Encoder(config).init(jax.random.PRNGKey(0), ids))
+    ids = jax.ShapeDtypeStruct((1, 1), jnp.int32)  # abstract inputs: nothing is computed or compiled
+    shapes = jax.eval_shape(lambda ids: T5Encoder(config).init(jax.random.PRNGKey(0), ids), ids)
     return shapes["params"]

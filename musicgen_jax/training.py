@@ -1,13 +1,6 @@
-"""Fine-tuning: HF's language-modelling loss, an optax optimizer, a jitted train step, orbax checkpoints.
+"""Fine-tuning: an optax optimizer, a jitted train step over HF's loss, orbax training checkpoints.
 
-Einsum letters: B batch, S text length, F chroma frames, C chroma bins, P conditioning prefix length, T target
-(code) length, K codebooks, V vocab (logits), D decoder model dim.
-
-The loss is HF's ``MusicgenMelodyForConditionalGeneration.forward(..., labels=...)``: labels ``(B, T, K)`` int
-(HF's layout, already in the delay pattern), decoder inputs ``shift_tokens_right(labels)`` (BOS first, -100 -> pad),
-logits over prefix + T positions of which the last T are scored, labels equal to ``pad_token_id`` ignored like -100,
-and the mean cross-entropy of each codebook averaged over codebooks.
-
+The loss itself is :mod:`musicgen_jax.loss` (below both the model and this trainer; its names are re-exported here).
 Training keeps float32 master weights in a :class:`TrainState` and differentiates only the *trainable* top-level
 parts of the parameter tree (by default the decoder and the two projections; the T5 text encoder on request; the
 EnCodec codec never, it only turns audio into codes once before training).
@@ -15,278 +8,41 @@ EnCodec codec never, it only turns audio into codes once before training).
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import os
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from musicgen_jax import conditioning, decoder, encodec, sampling, t5
+from musicgen_jax import parameters
 from musicgen_jax.config import MusicgenMelodyConfig
-from musicgen_jax.decoder import Decoder, is_scanned
-from musicgen_jax.t5 import T5Encoder
+from musicgen_jax.loss import (
+    IGNORE_INDEX,
+    check_labels,
+    codebook_cross_entropy,
+    delay_labels,
+    loss_and_metrics,
+    loss_fn,
+    shift_tokens_right,
+)
 
-if TYPE_CHECKING:
-    from musicgen_jax.modeling import MusicgenMelodyForConditionalGeneration, MusicgenMelodyOutput
-
-IGNORE_INDEX = -100  # torch CrossEntropyLoss's default ignore_index, which HF relies on
 FROZEN_BY_DEFAULT = ("text_encoder", "audio_encoder")
 _NO_DECAY = frozenset({"scale", "bias"})  # LayerNorm/RMSNorm weights and biases, as HF Trainer's default
 
-# ---------------------------------------------------------------------------------------------------------------
-# The loss.
-
-
-def shift_tokens_right(labels_BTK, pad_token_id: int, bos_token_id: int):
-    """HF ``shift_tokens_right``: labels ``(B, T, K)`` -> decoder input ids ``(B, K, T)``.
-
-    Position 0 is ``bos_token_id``; position t is the label at t - 1; -100 becomes ``pad_token_id``. Works on numpy
-    and jax arrays alike.
-    """
-    xp = jnp if isinstance(labels_BTK, jax.Array) else np
-    ids_BKT = xp.swapaxes(labels_BTK, 1, 2)
-    bos_BK1 = xp.full((*ids_BKT.shape[:2], 1), bos_token_id, ids_BKT.dtype)
-    shifted = xp.concatenate([bos_BK1, ids_BKT[..., :-1]], axis=-1)
-    return xp.where(shifted == IGNORE_INDEX, pad_token_id, shifted)
-
-
-def codebook_cross_entropy(logits_BKTV, labels_BTK, pad_token_id: int):
-    """HF's per-codebook loss on the logits of the last ``T`` positions.
-
-    Args:
-      logits_BKTV: ``(B, K, T', V)`` with ``T' >= T`` (the prefix positions in front are dropped).
-      labels_BTK: int ``(B, T, K)``; -100 and ``pad_token_id`` are ignored.
-
-    Returns:
-      ``(loss, per_codebook_K, tokens_K)``: the float32 mean over codebooks of each codebook's mean cross-entropy over
-      its non-ignored positions, those means ``(K,)`` and how many positions each counted ``(K,)``. As torch's
-      ``CrossEntropyLoss``, a codebook with no label left gives NaN (0 / 0), and so does the loss.
-    """
-    T = labels_BTK.shape[1]
-    logits_BKTV = logits_BKTV[:, :, -T:].astype(jnp.float32)
-    labels_BKT = jnp.swapaxes(labels_BTK, 1, 2)
-    valid_BKT = (labels_BKT != IGNORE_INDEX) & (labels_BKT != pad_token_id)
-    safe_BKT = jnp.where(valid_BKT, labels_BKT, 0).astype(jnp.int32)
-    logz_BKT = jax.nn.logsumexp(logits_BKTV, axis=-1)
-    picked_BKT = jnp.take_along_axis(logits_BKTV, safe_BKT[..., None], axis=-1)[..., 0]
-    nll_BKT = jnp.where(valid_BKT, logz_BKT - picked_BKT, 0.0)
-    tokens_K = jnp.sum(valid_BKT, axis=(0, 2)).astype(jnp.float32)
-    per_codebook_K = jnp.sum(nll_BKT, axis=(0, 2)) / tokens_K
-    return jnp.mean(per_codebook_K), per_codebook_K, tokens_K
-
-
-def _cast_floating(tree, dtype):
-    return jax.tree_util.tree_map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
-
-
-def loss_and_metrics(
-    params: dict,
-    config: MusicgenMelodyConfig,
-    batch: Mapping[str, Any],
-    *,
-    rng: jax.Array | None = None,
-    deterministic: bool = True,
-    trainable: tuple[str, ...] | None = None,
-    compute_dtype: Any = None,
-) -> tuple[jax.Array, dict]:
-    """:func:`loss_fn` and its metrics ``{"per_codebook": (K,), "tokens": scalar}`` (for ``has_aux``)."""
-    if trainable is not None:
-        params = {k: v if k in trainable else jax.lax.stop_gradient(v) for k, v in params.items()}
-    if compute_dtype is not None:
-        params = _cast_floating(params, compute_dtype)  # bf16 compute; the gradient flows back to the f32 masters
-    dtype = jax.tree_util.tree_leaves(params["decoder"])[0].dtype
-    dec = config.decoder
-    if not deterministic and rng is None:
-        raise ValueError("deterministic=False (dropout) needs an rng")
-    text_rng, decoder_rng = (None, None) if rng is None else jax.random.split(rng)
-
-    # The prefix, as HF's forward builds it (text zeroed at padding, null chroma when only text is given).
-    text = mask = None
-    if batch.get("input_ids") is not None:
-        mask = batch.get("attention_mask")
-        # A frozen text encoder is a fixed feature extractor: no dropout in it.
-        text_deterministic = deterministic or (trainable is not None and "text_encoder" not in trainable)
-        text = T5Encoder(config.text_encoder, deterministic=text_deterministic).apply(
-            {"params": params["text_encoder"]},
-            batch["input_ids"],
-            mask,
-            rngs={} if text_deterministic else {"dropout": text_rng},
-        )
-    features = batch.get("input_features")
-    features = None if features is None else features.astype(dtype)
-    prefix_BPD = conditioning.forward_prefix(params, config, text, mask, features)
-
-    labels_BTK = batch["labels"]
-    ids_BKT = batch.get("decoder_input_ids")
-    if ids_BKT is None:
-        ids_BKT = shift_tokens_right(labels_BTK, dec.pad_token_id, dec.bos_token_id)
-    logits_BKTV, _ = Decoder(dec, deterministic, scan_layers=is_scanned(params["decoder"])).apply(
-        {"params": params["decoder"]},
-        ids_BKT,
-        prefix_BPD,
-        attention_mask_BT=batch.get("decoder_attention_mask"),
-        rngs={} if deterministic else {"dropout": decoder_rng},
-    )
-    loss, per_codebook, tokens = codebook_cross_entropy(logits_BKTV, labels_BTK, dec.pad_token_id)
-    return loss, {"per_codebook": per_codebook, "tokens": jnp.sum(tokens)}
-
-
-def loss_fn(
-    params: dict,
-    config: MusicgenMelodyConfig,
-    batch: Mapping[str, Any],
-    *,
-    rng: jax.Array | None = None,
-    deterministic: bool = True,
-    trainable: tuple[str, ...] | None = None,
-    compute_dtype: Any = None,
-) -> jax.Array:
-    """HF's training loss, a pure differentiable function: float32 scalar.
-
-    Args:
-      params: the full parameter tree (``text_encoder``, ``decoder``, projections; ``audio_encoder`` is unused).
-      config: the model config (static under jit).
-      batch: ``labels`` int ``(B, T, K)`` in HF's layout (delay pattern applied; -100 or ``pad_token_id`` where
-        nothing is scored); optional ``input_ids``/``attention_mask`` int ``(B, S)`` (text), ``input_features`` float
-        ``(B, F, C)`` (chroma), ``decoder_attention_mask`` ``(B, T)``, and ``decoder_input_ids`` int ``(B, K, T)``
-        (default: ``shift_tokens_right(labels)``, as HF).
-      rng: PRNG key for dropout (needed when ``deterministic`` is False).
-      deterministic: False applies the config's dropout rates (the decoder's; T5's only when it is trainable).
-      trainable: top-level parts that receive gradients; the others pass through ``stop_gradient``. None: all.
-      compute_dtype: e.g. ``jnp.bfloat16``: the parameters are cast inside the loss (mixed precision); the logits
-        are cast back to float32 for the cross-entropy.
-    """
-    return loss_and_metrics(
-        params,
-        config,
-        batch,
-        rng=rng,
-        deterministic=deterministic,
-        trainable=trainable,
-        compute_dtype=compute_dtype,
-    )[0]
-
-
-@functools.partial(jax.jit, static_argnames=("pad_token_id",))
-def _loss_from_logits(logits_BKTV, labels_BTK, pad_token_id: int):
-    return codebook_cross_entropy(logits_BKTV, labels_BTK, pad_token_id)[0]
-
-
-def check_labels(labels, num_codebooks: int, vocab_size: int) -> np.ndarray:
-    """HF labels ``(B, T, K)`` as int64 numpy, after checking their shape and that values lie in -100 or [0, V]."""
-    array = np.asarray(labels)
-    if array.ndim != 3 or array.shape[2] != num_codebooks or array.shape[1] == 0:
-        raise ValueError(
-            f"labels must have shape (batch, seq_len, num_codebooks={num_codebooks}) as in HF, got {array.shape}"
-        )
-    if not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"labels must hold integers, got dtype {array.dtype}")
-    bad = (array != IGNORE_INDEX) & ((array < 0) | (array > vocab_size))
-    if bad.any():
-        raise ValueError(f"labels values must be -100 or lie in [0, {vocab_size}], got {array[bad][0]}")
-    return array.astype(np.int64)
-
-
-def model_loss(
-    model: MusicgenMelodyForConditionalGeneration,
-    *,
-    labels,
-    input_ids=None,
-    attention_mask=None,
-    input_features=None,
-    decoder_input_ids=None,
-    decoder_attention_mask=None,
-    encoder_hidden_states=None,
-) -> MusicgenMelodyOutput:
-    """``model(..., labels=labels)`` as HF: the forward pass's output with ``.loss`` filled.
-
-    ``labels`` is int ``(batch, seq_len, num_codebooks)`` (HF's layout). Without ``decoder_input_ids`` the decoder
-    reads ``shift_tokens_right(labels)``; the other arguments are those of ``model.__call__``.
-    """
-    dec = model.config.decoder
-    labels_BTK = check_labels(labels, dec.num_codebooks, dec.vocab_size)
-    if decoder_input_ids is None:
-        ids_BKT = shift_tokens_right(labels_BTK, dec.pad_token_id, dec.bos_token_id)
-        decoder_input_ids = ids_BKT.reshape(-1, ids_BKT.shape[2])
-    out = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        input_features=input_features,
-        decoder_input_ids=decoder_input_ids,
-        decoder_attention_mask=decoder_attention_mask,
-        encoder_hidden_states=encoder_hidden_states,
-    )
-    logits = out.logits
-    batch = logits.shape[0] // dec.num_codebooks
-    if batch != labels_BTK.shape[0] or np.shape(decoder_input_ids)[1] != labels_BTK.shape[1]:
-        raise ValueError(
-            f"labels {labels_BTK.shape} do not match decoder_input_ids (batch {batch}, length "
-            f"{np.shape(decoder_input_ids)[1]})"
-        )
-    logits_BKTV = logits.reshape(batch, dec.num_codebooks, *logits.shape[1:])
-    loss = _loss_from_logits(logits_BKTV, jnp.asarray(labels_BTK), dec.pad_token_id)
-    return dataclasses.replace(out, loss=loss)
-
-
-def delay_labels(codes_BKF: np.ndarray, pad_token_id: int, audio_channels: int = 1) -> np.ndarray:
-    """Codec codes ``(B, K, F)`` -> training labels ``(B, F + K' - 1, K)`` in HF's layout (``K'`` codebooks per
-    channel).
-
-    The labels are the code buffer that ``generate`` fills, without its BOS column: codebook k (stereo: pair k) is
-    delayed by k and ``pad_token_id`` fills the triangles (ignored by the loss). Negative codes (e.g. -100 for
-    frames past the end of a clip) stay in place and are ignored too.
-    """
-    B, K, F = codes_BKF.shape
-    per_channel = K // audio_channels
-    length = F + per_channel  # BOS + F frames + the delays
-    if length < 2 * per_channel - 1:
-        raise ValueError(f"{F} frames are too few for the delay pattern of {per_channel} codebooks")
-    bos = np.full((B, K, 1), pad_token_id, np.int64)
-    ids = np.concatenate([bos, codes_BKF.astype(np.int64)], axis=2)
-    _, pattern_BKT = sampling.build_delay_pattern(ids, pad_token_id, length, audio_channels)
-    return np.swapaxes(pattern_BKT[:, :, 1:], 1, 2)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Parameters, optimizer and the train step.
-
 
 def init_params(config: MusicgenMelodyConfig, seed: int = 0) -> dict:
-    """Random float32 parameters in the layout the converter writes (training from scratch, tests).
-
-    As the modules' initializers: norm scales 1, biases 0, every other weight N(0, 0.02) (the codec's weight-norm
-    gains 1). Filled on the host from the modules' abstract shapes, so nothing is compiled.
-    """
-    abstract = {
-        "text_encoder": t5.abstract_params(config.text_encoder),
-        "audio_encoder": encodec.abstract_params(config.audio_encoder),
-        "decoder": decoder.abstract_params(config.decoder),
-        **conditioning.abstract_params(config),
-    }
-    rng = np.random.default_rng(seed)
-
-    def fill(path, leaf):
-        name = _key(path[-1])
-        if name in ("scale", "g"):
-            value = np.ones(leaf.shape, np.float32)
-        elif name in ("bias", "b_in", "b_rec"):
-            value = np.zeros(leaf.shape, np.float32)
-        else:
-            value = 0.02 * rng.standard_normal(leaf.shape, np.float32)
-        return jnp.asarray(value)
-
-    return jax.tree_util.tree_map_with_path(fill, abstract)
+    """Random float32 parameters (jax arrays) in the layout the converter writes, for training from scratch and
+    tests: :func:`musicgen_jax.parameters.random` on the device; nothing is compiled."""
+    return jax.tree_util.tree_map(jnp.asarray, parameters.random(config, seed))
 
 
 def default_trainable(params_or_config: Mapping | MusicgenMelodyConfig, train_text_encoder: bool = False):
     """The top-level parts that train: everything but the T5 encoder (unless asked) and the EnCodec codec."""
     if isinstance(params_or_config, MusicgenMelodyConfig):
-        names = ["text_encoder", "audio_encoder", "decoder", *conditioning.abstract_params(params_or_config)]
+        names = list(parameters.abstract(params_or_config))
     else:
         names = list(params_or_config)
     frozen = set(FROZEN_BY_DEFAULT) - ({"text_encoder"} if train_text_encoder else set())
@@ -516,7 +272,6 @@ __all__ = [
     "make_optimizer",
     "make_schedule",
     "make_train_step",
-    "model_loss",
     "restore_checkpoint",
     "restore_params",
     "save_checkpoint",

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from musicgen_jax import MusicgenMelodyForConditionalGeneration, modeling
+from musicgen_jax import MusicgenMelodyForConditionalGeneration, core
 from tests.helpers import report, save_hf_melody
 
 # (name, text encoder overrides, decoder overrides, top-level overrides)
@@ -103,11 +103,11 @@ def test_same_shapes_do_not_recompile(pair):
     ids, mask, feats, dec = _inputs(ours, frames=4, seed=1)
     ours.encode_text(ids, mask)
     ours(input_ids=ids, attention_mask=mask, input_features=feats, decoder_input_ids=dec)
-    sizes = modeling._encode_text._cache_size(), modeling._forward_logits._cache_size()
+    sizes = core.encode_text_jit._cache_size(), core.forward_jit._cache_size()
     ids2, mask2, feats2, dec2 = _inputs(ours, frames=4, seed=2)  # same shapes, other values
     ours.encode_text(ids2, mask2)
     ours(input_ids=ids2, attention_mask=mask2, input_features=feats2, decoder_input_ids=dec2)
-    assert (modeling._encode_text._cache_size(), modeling._forward_logits._cache_size()) == sizes
+    assert (core.encode_text_jit._cache_size(), core.forward_jit._cache_size()) == sizes
 
 
 def test_labels_give_hf_loss(pair):

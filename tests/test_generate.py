@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from musicgen_jax import MusicgenMelodyForConditionalGeneration, modeling, sampling
+from musicgen_jax import MusicgenMelodyForConditionalGeneration, generation, sampling
 from tests.helpers import hf_generate, report, save_hf_melody
 
 
@@ -316,15 +316,15 @@ def test_bad_sampling_values_are_refused_in_every_mode(mono, kwargs, match):
 
 
 def test_unset_sampling_values_mean_off_as_in_hf():
-    assert modeling._check_sampling(True, None, None, None, None) == (0, 1.0, 1.0, None)
-    assert modeling._check_sampling(False, np.int64(5), np.float32(0.5), 2, 3) == (5, 0.5, 2.0, 3.0)
+    assert generation.check_sampling(True, None, None, None, None) == (0, 1.0, 1.0, None)
+    assert generation.check_sampling(False, np.int64(5), np.float32(0.5), 2, 3) == (5, 0.5, 2.0, 3.0)
 
 
 def test_length_messages_at_the_real_models_sizes():
     # facebook/musicgen-melody: 2048 positions, 235 chroma frames, 4 codebooks, 50 frames/s; a 12-token prompt
-    message = modeling._length_error(2048, 12, 235, 1, 1 + 2003, 4, ("duration", 40.0, False), 50)
+    message = generation.length_error(2048, 12, 235, 1, 1 + 2003, 4, ("duration", 40.0, False), 50)
     assert message.startswith("duration 40.0 s does not fit: ") and message.endswith("; at most 35.94 s fits")
     assert math.ceil(35.94 * 50 - 1e-6) + 3 + 12 + 235 + 1 == 2048  # 35.94 s is exactly the longest that fits
-    message = modeling._length_error(2048, 12, 235, 1, 1 + 1500, 4, ("max_length", 1500, True), 50)
+    message = generation.length_error(2048, 12, 235, 1, 1 + 1500, 4, ("max_length", 1500, True), 50)
     assert message.startswith("the generation config's max_length 1500 does not fit: ")
     assert message.endswith("; ask for at most 1800 new tokens (or a duration of at most 35.94 s)")

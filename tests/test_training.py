@@ -86,8 +86,8 @@ def test_loss_matches_hf(pair, case):
     got = _jit_loss(ours.params, ours.config, jax.tree_util.tree_map(jnp.asarray, inputs))
     err = report(f"loss {case}", got, ref)
     assert err <= 1e-5 * max(1.0, abs(ref))
-    # The front-door helper the model's __call__(labels=...) uses: same loss, and HF's logits.
-    out = training.model_loss(ours, **inputs)
+    # The front door: model(..., labels=...) gives the same loss, and HF's logits.
+    out = ours(**inputs)
     assert abs(float(out.loss) - ref) <= 1e-5 * max(1.0, abs(ref))
     assert out.logits.shape[0] == inputs["labels"].shape[0] * 4
 
@@ -159,11 +159,11 @@ def test_model_loss_rejects_bad_labels(pair):
     _, ours = pair
     inputs = _case("padded text")
     with pytest.raises(ValueError, match="num_codebooks=4"):
-        training.model_loss(ours, input_ids=inputs["input_ids"], labels=inputs["labels"][..., :3])
+        ours(input_ids=inputs["input_ids"], labels=inputs["labels"][..., :3])
     bad = inputs["labels"].copy()
     bad[0, 0, 0] = 17
     with pytest.raises(ValueError, match=r"-100 or lie in \[0, 16\]"):
-        training.model_loss(ours, input_ids=inputs["input_ids"], labels=bad)
+        ours(input_ids=inputs["input_ids"], labels=bad)
 
 
 def test_delay_labels_follow_the_generation_layout():
@@ -344,13 +344,13 @@ def _write_data(folder, captions=True):
 
 
 def test_finetune_overfits_a_fixed_batch(model_dir, tmp_path, capsys):
-    from musicgen_jax import finetune
+    from musicgen_jax import cli
 
     data = _write_data(tmp_path / "data")
     out = tmp_path / "out"
-    argv = ["--model", model_dir, "--data", str(data), "--out", str(out), "--duration", "0.04"]
+    argv = ["finetune", "--model", model_dir, "--data", str(data), "--out", str(out), "--duration", "0.04"]
     argv += ["--steps", "30", "--batch-size", "3", "--lr", "1e-2", "--log-every", "5", "--save-every", "15"]
-    assert finetune.main(argv) == 0
+    assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert "3 encoded now" in printed and "tokens/s" in printed
     records = [json.loads(line) for line in open(out / "metrics.jsonl")]
@@ -368,24 +368,25 @@ def test_finetune_overfits_a_fixed_batch(model_dir, tmp_path, capsys):
 
     # A second run with more steps reads the cached codes and resumes from step 30.
     argv[argv.index("--steps") + 1] = "32"
-    assert finetune.main(argv) == 0
+    assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert "0 encoded now, 3 from" in printed and "resuming from" in printed and "step 32/32" in printed
 
 
 def test_finetune_labels_match_the_codec(model_dir, tmp_path):
+    from musicgen_jax import data as data_pipeline
     from musicgen_jax import finetune
 
     data = _write_data(tmp_path / "data")
     model, tokenizer, fe = finetune._load(model_dir)
-    examples = finetune.find_examples(data)
-    dataset = finetune.prepare_dataset(
+    examples = data_pipeline.find_examples(data)
+    dataset = data_pipeline.prepare_dataset(
         model, examples, tokenizer, fe, duration=0.04, cache_dir=str(tmp_path / "cache"), model_path=model_dir
     )
     frames = round(0.04 * 32000) // 4  # hop 4
     assert dataset.labels.shape == (3, frames + 3, 4) and dataset.input_features.shape[0] == 3
     # drums.flac: 900 samples at 16 kHz -> 1800 at 32 kHz -> 450 frames scored, the rest ignored (-100).
-    codes, _ = finetune.encode_clip(model, fe, examples[0].audio, 0.04)
+    codes, _ = data_pipeline.encode_clip(model, fe, examples[0].audio, 0.04)
     assert (codes[:, :450] >= 0).all() and (codes[:, 450:] == -100).all()
     np.testing.assert_array_equal(dataset.labels[0, :frames, 0], codes[0])
 
@@ -401,7 +402,7 @@ def test_finetune_labels_match_the_codec(model_dir, tmp_path):
     ],
 )
 def test_finetune_bad_input_is_one_line(model_dir, tmp_path, capsys, problem, message):
-    from musicgen_jax import finetune
+    from musicgen_jax import cli
 
     data = tmp_path / "data"
     os.makedirs(data)
@@ -419,7 +420,57 @@ def test_finetune_bad_input_is_one_line(model_dir, tmp_path, capsys, problem, me
     elif problem == "steps":
         _write_data(data)
         steps = "0"
-    argv = ["--model", model, "--data", str(data), "--out", str(tmp_path / "out"), "--steps", steps]
-    assert finetune.main(argv) == 2
+    argv = ["finetune", "--model", model, "--data", str(data), "--out", str(tmp_path / "out"), "--steps", steps]
+    assert cli.main(argv) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and message in err and "Traceback" not in err, err
+    assert err.count("\n") == 1 and err.startswith("musicgen-jax: error: ") and message in err, err
+    assert "Traceback" not in err and not os.path.exists(tmp_path / "out" / "checkpoints"), err
+
+
+def test_finetune_help_lists_its_flags(capsys):
+    from musicgen_jax import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["finetune", "--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0 and out.startswith("usage: musicgen-jax finetune"), out
+    for flag in ("--model", "--data", "--out", "--steps", "--batch-size", "--lr", "--duration", "--mesh", "--keep"):
+        assert flag in out, flag
+    assert "--lora" not in out and "(default 1000)" in out
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--steps", "x"], "musicgen-jax finetune: error: argument --steps: invalid int value: 'x'"),
+        (["--batch-size", "2.5"], "musicgen-jax finetune: error: argument --batch-size: invalid int value: '2.5'"),
+        (["--no-such-flag"], "musicgen-jax: error: unrecognized arguments: --no-such-flag"),
+    ],
+)
+def test_finetune_bad_flag_is_one_line_from_argparse(tmp_path, capsys, flags, message):
+    from musicgen_jax import cli
+
+    argv = ["finetune", "--model", "m", "--data", str(tmp_path), "--out", str(tmp_path / "out"), *flags]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and err.startswith(message), err
+    assert "usage:" not in err and not os.path.exists(tmp_path / "out"), err
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--steps", "0"], "--steps must be >= 1, got 0"),
+        (["--lr", "nan"], "--lr must be > 0, got nan"),
+        (["--clip-norm", "-1"], "--warmup, --weight-decay and --clip-norm must be >= 0"),
+    ],
+)
+def test_finetune_bad_value_is_one_line_before_any_work(tmp_path, capsys, flags, message):
+    from musicgen_jax import cli
+
+    argv = ["finetune", "--model", str(tmp_path / "missing"), "--data", str(tmp_path / "missing")]
+    argv += ["--out", str(tmp_path / "out"), *flags]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"musicgen-jax: error: {message}\n" and not os.path.exists(tmp_path / "out"), err

@@ -1,0 +1,72 @@
+"""The functional core: the model's forward pass as pure functions of an explicit parameter tree.
+
+Everything that runs the network goes through here: the front door's ``__call__`` and ``encode_text``, the loss
+(:mod:`musicgen_jax.loss`) and, for its conditioning prefix, generation. Data flow: text ids -> T5 states -> with
+chroma, the conditioning prefix -> decoder logits over prefix + target positions.
+"""
+
+from __future__ import annotations
+
+import jax
+
+from musicgen_jax import conditioning
+from musicgen_jax.config import MusicgenMelodyConfig
+from musicgen_jax.decoder import Decoder, is_scanned
+from musicgen_jax.t5 import T5Encoder
+
+
+def encode_text(
+    params: dict,
+    config: MusicgenMelodyConfig,
+    input_ids_BS,
+    attention_mask_BS=None,
+    *,
+    deterministic: bool = True,
+    rng: jax.Array | None = None,
+) -> jax.Array:
+    """T5 ``last_hidden_state`` ``(B, S, E)`` of token ids ``(B, S)`` (not projected). ``rng``: dropout, when not
+    ``deterministic``."""
+    return T5Encoder(config.text_encoder, deterministic=deterministic).apply(
+        {"params": params["text_encoder"]},
+        input_ids_BS,
+        attention_mask_BS,
+        rngs={} if deterministic else {"dropout": rng},
+    )
+
+
+def forward(
+    params: dict,
+    config: MusicgenMelodyConfig,
+    input_ids_BKT,
+    *,
+    text_BSE=None,
+    text_mask_BS=None,
+    chroma_BFC=None,
+    prefix_BPD=None,
+    target_mask_BT=None,
+    deterministic: bool = True,
+    rng: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """HF's forward pass: decoder logits ``(B, K, P + T, V)`` and the conditioning prefix ``(B, P, D)`` used.
+
+    The prefix is ``prefix_BPD`` when given, else built as HF's forward builds it from the T5 states ``text_BSE``
+    (zeroed where ``text_mask_BS`` is 0) and the chroma ``chroma_BFC`` (HF's null chroma when only text is given).
+    ``input_ids_BKT`` int ``(B, K, T)``; ``target_mask_BT`` HF's ``decoder_attention_mask``. ``rng``: dropout.
+    """
+    if prefix_BPD is None:
+        prefix_BPD = conditioning.forward_prefix(params, config, text_BSE, text_mask_BS, chroma_BFC)
+    decoder = Decoder(config.decoder, deterministic, scan_layers=is_scanned(params["decoder"]))
+    logits_BKTV, _ = decoder.apply(
+        {"params": params["decoder"]},
+        input_ids_BKT,
+        prefix_BPD,
+        attention_mask_BT=target_mask_BT,
+        rngs={} if deterministic else {"dropout": rng},
+    )
+    return logits_BKTV, prefix_BPD
+
+
+# Compiled once per config and input shapes (the front door calls these; the loss is jitted by its caller).
+encode_text_jit = jax.jit(encode_text, static_argnames=("config", "deterministic"))
+forward_jit = jax.jit(forward, static_argnames=("config", "deterministic"))
+generation_prefix_jit = jax.jit(conditioning.generation_prefix, static_argnames=("config", "use_cfg"))
