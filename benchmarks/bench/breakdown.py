@@ -1,0 +1,187 @@
+"""The JAX decode step taken apart, and its hardware floor.
+
+From ``generate``'s own stats (median over the repeats): the prefill and the scan step ``decode_seconds /
+(steps - 1)``. Jitted here on their own, with public pieces of the library: one cached ``Decoder`` forward step,
+the sampling head (``sampling.guide`` + ``sampling.choose``), and the GEMV line: plain GEMVs over the same weight
+matrices, unstacked (what one step must at least read). The floor: ``max(bytes / read bandwidth, FLOPs / matmul
+throughput)`` for the bytes and FLOPs one step must move and do.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import numpy as np
+
+from benchmarks.bench.probes import median, time_call
+from benchmarks.bench.specs import GUIDANCE, TOP_K
+
+
+def generation_prefix(model, ids, mask):
+    """The conditioning prefix ``(2B, P, D)`` generate builds for this text (CFG, no melody)."""
+    import jax.numpy as jnp
+
+    from musicgen_jax import core
+
+    text = model.encode_text(ids, mask)
+    return core.generation_prefix_jit(model.params, model.config, text, jnp.asarray(mask), None, True)
+
+
+def shared_uncond(model, prefix, batch: int, total: int) -> bool:
+    """Whether generate's prefill runs one shared unconditional row (as it decides on one device)."""
+    from musicgen_jax import sampling
+
+    dec = model.config.decoder
+    prompt = np.full((batch, dec.num_codebooks, 1), dec.bos_token_id, np.int64)
+    fixed, _ = sampling.build_delay_pattern(prompt, dec.pad_token_id, total, dec.audio_channels)
+    return sampling.uncond_rows_shared(prefix, fixed)
+
+
+def time_forward_step(model, rows: int, capacity: int, index: int, n: int):
+    """Seconds of ``n`` cached one-position ``Decoder`` passes of ``rows`` rows (BOS ids) at cache positions
+    ``index + 1``, ``index + 2``, ... (after one compiling call at ``index``); returns (times, last logits, bytes
+    of the preallocated cache). The cache holds zeros: attention reads its whole capacity either way."""
+    import jax
+    import jax.numpy as jnp
+
+    from musicgen_jax.decoder import Decoder, KVCache, is_scanned
+
+    dec, params = model.config.decoder, model.params["decoder"]
+    decoder = Decoder(dec, scan_layers=is_scanned(params))
+    dtype = jax.tree_util.tree_leaves(params)[0].dtype
+    cache = KVCache.zeros(dec, rows, capacity, dtype, scanned=is_scanned(params))
+    cache_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(cache))
+
+    @functools.partial(jax.jit, donate_argnums=(2,))
+    def forward(params, ids, cache, index):
+        logits, cache = decoder.apply({"params": params}, ids, None, cache=cache, cache_index=index)
+        return logits[:, :, -1].astype(jnp.float32), cache
+
+    ids = jnp.full((rows, dec.num_codebooks, 1), dec.bos_token_id, jnp.int32)
+    logits, cache = jax.block_until_ready(forward(params, ids, cache, index))  # compile
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        logits, cache = jax.block_until_ready(forward(params, ids, cache, index + 1 + i))
+        times.append(time.perf_counter() - t0)
+    return times, logits, cache_bytes
+
+
+def time_sampling_head(logits, num_codebooks: int, n: int) -> list[float]:
+    """Seconds of ``n`` calls of the sampling head on logits ``(2B, K, V)``: CFG + top-k + draw, as generate's."""
+    import jax
+    import jax.numpy as jnp
+
+    from musicgen_jax import sampling
+
+    knobs = sampling.SamplingParams(jnp.float32(1.0), jnp.float32(1.0), jnp.float32(GUIDANCE))
+
+    @jax.jit
+    def head(logits, rng):
+        guided = sampling.guide(logits, knobs.guidance_scale)
+        flat = guided.reshape(guided.shape[0] * num_codebooks, -1)
+        return sampling.choose(flat, knobs, rng, do_sample=True, top_k=TOP_K, use_top_p=False)
+
+    rng = jax.random.PRNGKey(0)
+    time_call(head, logits, rng)  # compile
+    return [time_call(head, logits, rng) for _ in range(n)]
+
+
+def time_layer_gemvs(model, rows: int, n: int) -> tuple[list[float], int]:
+    """Seconds of ``n`` rounds of plain GEMVs ``x (rows, D) @ W`` over every layer matrix (QKV, out, up, down), each
+    its own buffer in its natural layout; and the bytes of those matrices."""
+    import jax
+    import jax.numpy as jnp
+
+    from musicgen_jax.decoder import is_scanned, unstack_layers
+
+    dec, params = model.config.decoder, model.params["decoder"]
+    layers = unstack_layers(params) if is_scanned(params) else params
+    D, mats = dec.hidden_size, []
+    for i in range(dec.num_hidden_layers):
+        layer = layers[f"layers_{i}"]
+        for w in (layer["attn"]["qkv"], layer["attn"]["out"], layer["mlp"]["up"], layer["mlp"]["down"]):
+            mats.append(jnp.array(w).reshape(D, -1) if w.shape[0] == D else jnp.array(w).reshape(-1, D))
+    x = jnp.ones((rows, max(m.shape[0] for m in mats)), mats[0].dtype)
+    gemvs = jax.jit(lambda x, mats: sum(jnp.sum(x[:, : w.shape[0]] @ w) for w in mats))
+    time_call(gemvs, x, mats)  # compile
+    times = [time_call(gemvs, x, mats) for _ in range(n)]
+    return times, sum(m.nbytes for m in mats)
+
+
+def step_work(model, rows: int, prefix_len: int, prompt_len: int, total: int) -> dict:
+    """What one step must do: read every decoder weight once (the embedding only for the K rows it looks up) and the
+    keys/values of the positions filled so far (on average the prefix + half the generated steps); FLOPs: 2 per
+    weight per row for the matmuls, plus the attention over those positions."""
+    import jax
+
+    dec, params = model.config.decoder, model.params["decoder"]
+    weight_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(params))
+    embed = params["embed"]
+    itemsize = np.dtype(embed.dtype).itemsize
+    read_bytes = weight_bytes - embed.nbytes + dec.num_codebooks * embed.shape[-1] * itemsize
+    mean_filled = prefix_len + prompt_len + (total - prompt_len) / 2
+    kv_needed = 2 * dec.num_hidden_layers * rows * mean_filled * dec.hidden_size * itemsize
+    matmul_params = (weight_bytes - embed.nbytes) / itemsize
+    flops = 2 * rows * matmul_params + 4 * rows * dec.num_hidden_layers * mean_filled * dec.hidden_size
+    return {
+        "decoder_weight_bytes": weight_bytes,
+        "step_read_bytes": read_bytes + kv_needed,
+        "step_kv_needed_bytes": kv_needed,
+        "step_flops": flops,
+    }
+
+
+def decode_step_breakdown(model, prefix, batch: int, steps: int, jax_rows: list[dict], n: int = 8) -> dict:
+    """The breakdown of one decode step of a generate of ``steps`` new tokens (``jax_rows``: its timed repeats)."""
+    from musicgen_jax.decoder import is_scanned
+
+    rows, P = prefix.shape[0], prefix.shape[1]
+    S, total = 1, steps + 1  # BOS, then the generated positions
+    prefill_s = median([r["prefill"] for r in jax_rows])
+    scan_step_s = median([r["scan"] / max(steps - 1, 1) for r in jax_rows])
+    forward_times, logits, kv_bytes = time_forward_step(model, rows, P + total, P + S, n)
+    head_times = time_sampling_head(logits, model.config.decoder.num_codebooks, n)
+    gemv_times, mat_bytes = time_layer_gemvs(model, rows, n)
+    work = step_work(model, rows, P, S, total)
+    moved = work["decoder_weight_bytes"] + kv_bytes
+    forward_s, gemv_s = median(forward_times), median(gemv_times)
+    return {
+        "prefill_s": prefill_s,
+        "scan_step_s": scan_step_s,
+        "forward_step_s": forward_s,
+        "forward_step_min_s": min(forward_times),
+        "sampling_head_s": median(head_times),
+        "gemv_floor_s": gemv_s,
+        "gemv_floor_min_s": min(gemv_times),
+        "gemv_floor_GBps": mat_bytes / gemv_s / 1e9,
+        "layer_matrix_bytes": mat_bytes,
+        "kv_cache_bytes": kv_bytes,
+        "prefix_len": P,
+        "prefill_shared_uncond": shared_uncond(model, prefix, batch, total),
+        "cache_capacity": P + total,
+        "rows": rows,
+        "scan_step_effective_GBps": moved / scan_step_s / 1e9,
+        "layout": "scanned" if is_scanned(model.params["decoder"]) else "unrolled",
+        "forward_step_effective_GBps": moved / forward_s / 1e9,
+        **work,
+    }
+
+
+def hardware_floor(breakdown: dict, bandwidth: dict, matmul: dict) -> dict:
+    """One decode step's floor on this host: max(bytes it must read / read bandwidth, FLOPs / matmul throughput),
+    and the measured step as a fraction of it (1.0 = at the hardware limit)."""
+    bytes_s = breakdown["step_read_bytes"] / (bandwidth["read_GBps"] * 1e9)
+    flops_s = breakdown["step_flops"] / (matmul["jax_matmul_GFLOPs"] * 1e9)
+    floor = max(bytes_s, flops_s)
+    return {
+        "read_bandwidth_GBps": bandwidth["read_GBps"],
+        "matmul_GFLOPs": matmul["jax_matmul_GFLOPs"],
+        "bytes_floor_s": bytes_s,
+        "flops_floor_s": flops_s,
+        "floor_s": floor,
+        "bound": "memory" if bytes_s >= flops_s else "compute",
+        "scan_step_fraction_of_floor": floor / breakdown["scan_step_s"],
+        "gemv_fraction_of_floor": floor / breakdown["gemv_floor_s"],
+    }

@@ -1,0 +1,153 @@
+"""HF (PyTorch, the reference) and musicgen-jax behind the same timed calls: load, generate with its parts, T5,
+EnCodec decode.
+
+HF's generate is split by spying on its modules (``text_encoder.forward`` and ``audio_encoder.decode``); musicgen-jax's
+by its own public ``GenerateOutput.stats``. musicgen-jax is never patched.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import numpy as np
+
+from benchmarks.bench.specs import GENERATE_KWARGS
+
+
+class Spy:
+    """Replaces ``owner.attr`` of an HF (torch) module with a wrapper that times each call; ``restore`` undoes it."""
+
+    def __init__(self, owner, attr: str):
+        if type(owner).__module__.startswith("musicgen_jax"):
+            raise TypeError("musicgen-jax is timed through its public stats, never patched")
+        self.owner, self.attr = owner, attr
+        self.original = getattr(owner, attr)
+        self.times: list[float] = []
+
+        @functools.wraps(self.original)  # keeps the signature: HF inspects text_encoder.forward's parameters
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            out = self.original(*args, **kwargs)
+            self.times.append(time.perf_counter() - t0)
+            return out
+
+        setattr(owner, attr, wrapper)
+
+    def take(self) -> float:
+        total = sum(self.times)
+        self.times = []
+        return total
+
+    def restore(self):
+        setattr(self.owner, self.attr, self.original)
+
+
+class HFSide:
+    """HF ``MusicgenMelodyForConditionalGeneration`` in float32, eval, under ``torch.inference_mode``."""
+
+    def __init__(self, path: str, steps: int, inner: int):
+        import torch
+        from transformers import MusicgenMelodyForConditionalGeneration
+
+        self.torch, self.steps, self.inner = torch, steps, inner
+        t0 = time.perf_counter()
+        self.model = MusicgenMelodyForConditionalGeneration.from_pretrained(path, dtype=torch.float32).eval()
+        self.load_s = time.perf_counter() - t0
+        self.t5_spy = Spy(self.model.text_encoder, "forward")
+        self.codec_spy = Spy(self.model.audio_encoder, "decode")
+
+    def set_inputs(self, ids: np.ndarray, mask: np.ndarray):
+        self.ids, self.mask = self.torch.from_numpy(ids), self.torch.from_numpy(mask)
+
+    def generate(self, seed: int, new_tokens: int | None = None) -> dict:
+        """Seconds of one generate: total, and the T5 and EnCodec calls inside it; the rest is the decode loop."""
+        self.torch.manual_seed(seed)
+        t0 = time.perf_counter()
+        with self.torch.inference_mode():
+            self.model.generate(
+                input_ids=self.ids, attention_mask=self.mask, max_new_tokens=new_tokens or self.steps, **GENERATE_KWARGS
+            )
+        total = time.perf_counter() - t0
+        t5, codec = self.t5_spy.take(), self.codec_spy.take()
+        return {"total": total, "t5": t5, "encodec": codec, "loop": total - t5 - codec}
+
+    def t5(self) -> float:
+        """Seconds of one T5 encode, averaged over ``inner`` calls."""
+        t0 = time.perf_counter()
+        with self.torch.inference_mode():
+            for _ in range(self.inner):
+                self.t5_spy.original(input_ids=self.ids, attention_mask=self.mask)
+        return (time.perf_counter() - t0) / self.inner
+
+    def codec(self, codes: np.ndarray) -> float:
+        """Seconds of ``audio_encoder.decode`` on int codes ``(batch, K, frames)`` (batch 1)."""
+        codes = self.torch.from_numpy(np.asarray(codes, np.int64))
+        t0 = time.perf_counter()
+        with self.torch.inference_mode():
+            self.codec_spy.original(codes[None], [None])
+        return time.perf_counter() - t0
+
+    def close(self):
+        for spy in (self.t5_spy, self.codec_spy):
+            spy.restore()
+
+
+class JaxSide:
+    """musicgen-jax's ``MusicgenMelodyForConditionalGeneration`` in float32; every timing waits for its results."""
+
+    def __init__(self, path: str, steps: int, inner: int):
+        import jax
+        import jax.numpy as jnp
+
+        from musicgen_jax import MusicgenMelodyForConditionalGeneration
+
+        self.jax, self.steps, self.inner = jax, steps, inner
+        t0 = time.perf_counter()
+        self.model = MusicgenMelodyForConditionalGeneration.from_pretrained(path, dtype=jnp.float32)
+        jax.block_until_ready(self.model.params)
+        self.load_s = time.perf_counter() - t0
+
+    def set_inputs(self, ids: np.ndarray, mask: np.ndarray):
+        self.ids, self.mask = ids, mask
+
+    def generate(self, seed: int):
+        """Seconds of one generate and its parts from ``GenerateOutput.stats`` (compilation counted apart):
+        ``decode`` is the loop (``prefill`` + ``scan``, the scanned steps); returns (parts, output)."""
+        t0 = time.perf_counter()
+        out = self.model.generate(
+            input_ids=self.ids,
+            attention_mask=self.mask,
+            max_new_tokens=self.steps,
+            seed=seed,
+            return_dict_in_generate=True,
+            **GENERATE_KWARGS,
+        )
+        total = time.perf_counter() - t0
+        s = out.stats
+        parts = {
+            "total": total,
+            "t5": s["text_encode_seconds"],
+            "prompt": s["prompt_seconds"],
+            "prefill": s["prefill_seconds"],
+            "scan": s["decode_seconds"],
+            "decode": s["prefill_seconds"] + s["decode_seconds"],
+            "encodec": s["codec_decode_seconds"],
+            "compile": s["compile_seconds"],
+            "decode_steps": s["decode_steps"],
+        }
+        parts["other"] = total - sum(parts[k] for k in ("t5", "prompt", "decode", "encodec", "compile"))
+        return parts, out
+
+    def t5(self) -> float:
+        """Seconds of one ``encode_text``, averaged over ``inner`` calls."""
+        t0 = time.perf_counter()
+        for _ in range(self.inner):
+            self.model.encode_text(self.ids, self.mask).block_until_ready()
+        return (time.perf_counter() - t0) / self.inner
+
+    def codec(self, codes) -> float:
+        """Seconds of ``audio_encoder.decode`` on int codes ``(batch, K, frames)``."""
+        t0 = time.perf_counter()
+        self.model.audio_encoder.decode(codes).block_until_ready()
+        return time.perf_counter() - t0
