@@ -17,15 +17,15 @@ from __future__ import annotations
 from convert.rules import Rule, Transform, linear
 from musicgen_jax.config import EncodecConfig
 
-# torch Conv1d weight (O, I, W) -> our kernel (W, I, O).
+# torch Conv1d weight (O, I, Z) -> our kernel (Z, I, O).
 CONV_KERNEL = Transform("conv_kernel", lambda x, shape: x.transpose(2, 1, 0), lambda shape: tuple(reversed(shape)))
-# torch ConvTranspose1d weight (I, O, W) -> our kernel (W, I, O).
+# torch ConvTranspose1d weight (I, O, Z) -> our kernel (Z, I, O).
 CONV_TRANSPOSE_KERNEL = Transform(
     "conv_transpose_kernel", lambda x, shape: x.transpose(2, 0, 1), lambda shape: (shape[1], shape[2], shape[0])
 )
-# torch weight norm magnitude g (N, 1, 1) -> (N,).
+# torch weight norm magnitude g (channels, 1, 1) -> (channels,).
 WEIGHT_NORM_G = Transform("weight_norm_g", lambda x, shape: x.reshape(shape), lambda shape: (shape[0], 1, 1))
-# torch LSTM bias (4 D,), gates i, f, g, o -> (4, D).
+# torch LSTM bias (4 * O,), gates i, f, g, o -> (G, O).
 LSTM_BIAS = Transform("lstm_bias", lambda x, shape: x.reshape(shape), lambda shape: (shape[0] * shape[1],))
 
 # Training-only buffers of each codebook (k-means init flag, EMA statistics) are matched, so the table stays strict
@@ -45,7 +45,7 @@ def _conv(rules: list, src: str, dst: tuple, config: EncodecConfig, transposed: 
         for g_name, v_name in _SPELLINGS:  # the newer spelling first: it is the one a missing-key error names
             rules.append(Rule(f"{src}.conv.{g_name}", (*dst, "g"), WEIGHT_NORM_G))
             rules.append(Rule(f"{src}.conv.{v_name}", (*dst, "v"), kernel))
-    else:  # time_group_norm: a plain conv followed by GroupNorm(1, C)
+    else:  # time_group_norm: a plain conv followed by GroupNorm(1, O)
         rules.append(Rule(f"{src}.conv.weight", (*dst, "kernel"), kernel))
         rules.append(Rule(f"{src}.norm.weight", (*dst, "norm", "scale")))
         rules.append(Rule(f"{src}.norm.bias", (*dst, "norm", "bias")))

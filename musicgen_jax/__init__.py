@@ -2,6 +2,29 @@
 
 ``from musicgen_jax import MusicgenMelodyForConditionalGeneration`` is the front door; it mirrors HF's class.
 Importing this package never imports torch or transformers.
+
+Shape letters, one meaning each in the whole package: every einsum string and every shape-suffixed name (``x_BTD``
+is a (batch, target length, model dim) array) uses this legend, and each module's docstring points here.
+
+    B  batch                                    P  conditioning prefix positions
+    T  target length (decoder positions)        W  text tokens (T5 positions)
+    S  key/source length (attention keys)       M  chroma (melody) frames
+    N  heads                                    Q  prompt frames (the code positions a prompt fixes)
+    H  head dim                                 E  T5 width (``d_model``)
+    D  model dim (``hidden_size``; in ``encodec.py`` the codec's: its embedding and codeword width)
+    F  ffn dim                                  C  chroma bins
+    K  codebooks (EnCodec's quantizers)         U  T5 relative-position buckets
+    V  vocab (EnCodec's codebook size)          G  projections fused in one matmul: q/k/v (3), LSTM gates (4)
+    L  layers (transformer or LSTM)             I  input channels of an EnCodec layer (convolution, LSTM, block)
+    Z  convolution kernel width (taps)          O  output channels of an EnCodec layer
+    A  audio samples (also the n_fft samples of one STFT window)
+    R  audio channels (1 mono, 2 stereo)
+    Y  frames along time: the STFT's, EnCodec's (at any of its strides), the resampler's strided steps
+    X  FFT frequency bins (``n_fft // 2 + 1``)
+    J  resampling phases
+
+A digit is a literal size (``bos_BK1``; ``2B``: the [cond; uncond] rows of classifier-free guidance). A reshape that
+merges axes (B*T rows, N*H heads side by side) has no letter: such an array goes unsuffixed, its shape in a comment.
 """
 
 from musicgen_jax.batch_feature import BatchEncoding, BatchFeature

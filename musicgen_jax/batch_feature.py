@@ -15,7 +15,7 @@ _TENSOR_TYPES = (None, "np", "pt", "jax")
 
 
 class BatchFeature(dict):
-    """HF's ``BatchFeature``: a dict of arrays (``input_features`` float32 (B, T, C), ``attention_mask`` ...).
+    """HF's ``BatchFeature``: a dict of arrays (``input_features`` float32 (B, M, C), ``attention_mask`` ...).
 
     Differences from HF: it is a ``dict`` subclass (HF's is a ``UserDict``); ``tensor_type`` "np", "pt" and "jax"
     all give numpy arrays, as everywhere in musicgen-jax; ``to(...)`` moves and casts nothing.
@@ -64,7 +64,7 @@ class BatchFeature(dict):
 
 
 class BatchEncoding(BatchFeature):
-    """HF's ``BatchEncoding``, the tokenizer's output: ``input_ids`` and ``attention_mask``, int64 (B, S) arrays with
+    """HF's ``BatchEncoding``, the tokenizer's output: ``input_ids`` and ``attention_mask``, int64 (B, W) arrays with
     ``return_tensors="np"``, else Python lists. Same behaviour as :class:`BatchFeature`."""
 
     __slots__ = ()

@@ -2,19 +2,18 @@
 
 HF (``transformers/models/musicgen_melody/feature_extraction_musicgen_melody.py``) computes, and so do we:
 
-    audio --[4-D Demucs output: take stem_indices, sum them, average channels]--> (B, L)
+    audio --[4-D Demucs output: take stem_indices, sum them, average channels]--> (B, A)
           --[sampling_rate != 32 kHz: torchaudio's windowed-sinc resampler]-->
-          --[float32; (channels, samples) items averaged to mono]--> list of (L_i,)
-          --[truncate to max_length (default chunk_length seconds), pad to the longest / max_length]--> (B, L)
-          --[centred power STFT, periodic Hann, reflect padding, / window L2 norm]--> (B, T, F)
-          --[chroma filter bank]--> (B, T, C) --[/ max over C (eps 1e-6)]--> --[argmax -> one-hot]--> (B, T, C)
+          --[float32; (channels, samples) items averaged to mono]--> list of (A_i,)
+          --[truncate to max_length (default chunk_length seconds), pad to the longest / max_length]--> (B, A)
+          --[centred power STFT, periodic Hann, reflect padding, / window L2 norm]--> (B, Y, X)
+          --[chroma filter bank]--> (B, M, C) --[/ max over C (eps 1e-6)]--> --[argmax -> one-hot]--> (B, M, C)
 
 The host side (input handling, resampling set-up, padding) is numpy; the resampling convolution and the whole chroma
 computation are jitted JAX functions (:func:`resample`, :func:`chroma_features`) so they run on an accelerator.
 Where HF or torchaudio do something surprising we do it too, and say so in a comment marked "Quirk".
 
-Einsum letters: B batch, L samples, T frames, N FFT size (= window length), F frequency bins (N // 2 + 1),
-C chroma bins, J output phases and K taps of the resampling kernel.
+Einsum letters: the package legend (``musicgen_jax/__init__.py``).
 """
 
 from __future__ import annotations
@@ -67,7 +66,7 @@ def hann_window(n: int) -> np.ndarray:
 
 
 def chroma_filter_bank(sampling_rate: int, n_fft: int, num_chroma: int) -> np.ndarray:
-    """HF's chroma filter bank, float32 (C, F).
+    """HF's chroma filter bank, float32 (C, X).
 
     HF calls ``transformers.audio_utils.chroma_filter_bank(sampling_rate=sr, num_frequency_bins=n_fft, tuning=0,
     num_chroma=C)`` (a port of librosa's) and casts it to float32. ``librosa.filters.chroma`` with the same arguments
@@ -81,10 +80,10 @@ def chroma_filter_bank(sampling_rate: int, n_fft: int, num_chroma: int) -> np.nd
 
 @functools.partial(jax.jit, static_argnames=("n_fft", "hop_length"))
 def chroma_features(
-    waveform_BL: jax.Array,
-    window_N: jax.Array,
+    waveform_BA: jax.Array,
+    window_A: jax.Array,
     window_norm: jax.Array,
-    filters_CF: jax.Array,
+    filters_CX: jax.Array,
     *,
     n_fft: int,
     hop_length: int,
@@ -92,42 +91,43 @@ def chroma_features(
     """Per-frame max-normalised chroma before the argmax (HF ``_torch_extract_fbank_features`` up to its argmax).
 
     Args:
-        waveform_BL: float32 (B, L) padded mono audio at the extractor's sampling rate.
-        window_N: float32 (N,) analysis window (``hann_window(n_fft)``).
+        waveform_BA: float32 (B, A) padded mono audio at the extractor's sampling rate.
+        window_A: float32 (A,) analysis window (``hann_window(n_fft)``: A = n_fft samples).
         window_norm: float32 scalar, the window's L2 norm (torchaudio ``normalized=True`` divides by it).
-        filters_CF: float32 (C, N // 2 + 1) chroma filter bank.
+        filters_CX: float32 (C, X) chroma filter bank (X = n_fft // 2 + 1).
         n_fft, hop_length: static STFT sizes.
 
     Returns:
-        float32 (B, T, C) with T = 1 + max(L, n_fft) // hop_length; each frame divided by max(its max, 1e-6).
+        float32 (B, M, C), one frame per STFT frame: M = 1 + max(A, n_fft) // hop_length; each frame divided by
+        max(its max, 1e-6).
     """
     with jax.named_scope("pad"):
-        length = waveform_BL.shape[-1]
+        length = waveform_BA.shape[-1]
         if length < n_fft:
             # HF pads audio shorter than n_fft with zeros, the odd sample going to the right.
             pad = n_fft - length
-            waveform_BL = jnp.pad(waveform_BL, ((0, 0), (pad // 2, pad // 2 + pad % 2)))
+            waveform_BA = jnp.pad(waveform_BA, ((0, 0), (pad // 2, pad // 2 + pad % 2)))
         # torch.stft(center=True, pad_mode="reflect"): n_fft // 2 reflected samples on each side.
         half = n_fft // 2
-        padded_BL = jnp.pad(waveform_BL, ((0, 0), (half, half)), mode="reflect")
+        padded_BA = jnp.pad(waveform_BA, ((0, 0), (half, half)), mode="reflect")
     with jax.named_scope("stft"):
-        num_frames = 1 + (padded_BL.shape[-1] - n_fft) // hop_length
-        index_TN = jnp.arange(num_frames)[:, None] * hop_length + jnp.arange(n_fft)[None, :]
-        frames_BTN = padded_BL[:, index_TN] * window_N
-        spec_BTF = jnp.fft.rfft(frames_BTN, axis=-1)
+        num_frames = 1 + (padded_BA.shape[-1] - n_fft) // hop_length
+        index_YA = jnp.arange(num_frames)[:, None] * hop_length + jnp.arange(n_fft)[None, :]
+        frames_BYA = padded_BA[:, index_YA] * window_A
+        spec_BYX = jnp.fft.rfft(frames_BYA, axis=-1)
         # torchaudio: divide the complex STFT by the window norm, then |.| ** 2 (same order here).
-        power_BTF = jnp.square(jnp.abs(spec_BTF / window_norm))
+        power_BYX = jnp.square(jnp.abs(spec_BYX / window_norm))
     with jax.named_scope("chroma"):
-        raw_BTC = jnp.einsum("btf,cf->btc", power_BTF, filters_CF, precision=_HIGHEST)
+        raw_BYC = jnp.einsum("BYX,CX->BYC", power_BYX, filters_CX, precision=_HIGHEST)
         # torch.nn.functional.normalize(p=inf, eps=1e-6): x / max(max |x|, eps).
-        norm_BT1 = jnp.maximum(jnp.max(jnp.abs(raw_BTC), axis=-1, keepdims=True), 1e-6)
-        return raw_BTC / norm_BT1
+        norm_BY1 = jnp.maximum(jnp.max(jnp.abs(raw_BYC), axis=-1, keepdims=True), 1e-6)
+        return raw_BYC / norm_BY1
 
 
 @jax.jit
-def one_hot_argmax(chroma_BTC: jax.Array) -> jax.Array:
-    """float32 (B, T, C) one-hot of the per-frame argmax (the first maximum on ties, as torch.argmax)."""
-    return jax.nn.one_hot(jnp.argmax(chroma_BTC, axis=-1), chroma_BTC.shape[-1], dtype=jnp.float32)
+def one_hot_argmax(chroma_BMC: jax.Array) -> jax.Array:
+    """float32 (B, M, C) one-hot of the per-frame argmax (the first maximum on ties, as torch.argmax)."""
+    return jax.nn.one_hot(jnp.argmax(chroma_BMC, axis=-1), chroma_BMC.shape[-1], dtype=jnp.float32)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -191,7 +191,7 @@ class MusicgenMelodyFeatureExtractor:
     """Chroma features of (melody) audio, matching HF's ``MusicgenMelodyFeatureExtractor`` frame for frame.
 
     The constructor takes HF's arguments with HF's defaults (``padding_side`` as HF's base class does); unlike HF it
-    rejects anything else. Attributes ``chroma_filters`` (float32 (C, F)) and ``window`` (float32 (N,)) hold the
+    rejects anything else. Attributes ``chroma_filters`` (float32 (C, X)) and ``window`` (float32 (A,)) hold the
     numpy constants the JAX computation uses.
     """
 
@@ -349,7 +349,7 @@ class MusicgenMelodyFeatureExtractor:
     # -- features --------------------------------------------------------------------------------------------------
 
     def chroma(self, waveforms: Any) -> jax.Array:
-        """Max-normalised chroma before the argmax: float32 (B, L) padded audio -> float32 (B, T, C) jax array."""
+        """Max-normalised chroma before the argmax: float32 (B, A) padded audio -> float32 (B, M, C) jax array."""
         if self._device_constants is None:
             self._device_constants = (
                 jnp.asarray(self.window),
@@ -362,7 +362,7 @@ class MusicgenMelodyFeatureExtractor:
         )
 
     def _extract_stems(self, audio: np.ndarray, sampling_rate: int | None) -> np.ndarray:
-        """Demucs output (B, stems, channels, L) -> (B, L') mono at our rate (HF `_extract_stem_indices`)."""
+        """Demucs output (B, stems, channels, A) -> (B, A') mono at our rate (HF `_extract_stem_indices`)."""
         sampling_rate = DEMUCS_DEFAULT_SAMPLING_RATE if sampling_rate is None else sampling_rate
         if max(self.stem_indices) >= audio.shape[1] or min(self.stem_indices) < -audio.shape[1]:
             raise ValueError(f"stem_indices {self.stem_indices} do not fit Demucs output with {audio.shape[1]} stems")
@@ -377,13 +377,13 @@ class MusicgenMelodyFeatureExtractor:
         )
 
     def _mono_items(self, audio: Any, sampling_rate: int | None) -> list[np.ndarray]:
-        """HF's input handling: a list of float32 mono (L_i,) arrays at ``self.sampling_rate``.
+        """HF's input handling: a list of float32 mono (A_i,) arrays at ``self.sampling_rate``.
 
         One addition: a :class:`musicgen_jax.audio.Waveform` (what ``audio.load`` returns) is one clip, mono or
         stereo, alone or in a list; it is read as HF reads ``[clip]``, where a plain 2-D array is a batch of mono clips.
         """
 
-        def clip(x: Waveform) -> np.ndarray:  # -> a plain float32 (channels, L) array; 1-D is one channel
+        def clip(x: Waveform) -> np.ndarray:  # -> a plain float32 (channels, A) array; 1-D is one channel
             x = np.asarray(x, np.float32)
             if x.ndim == 1:
                 return x[None]
@@ -405,7 +405,7 @@ class MusicgenMelodyFeatureExtractor:
             resample_to = sampling_rate is not None and sampling_rate != self.sampling_rate
             if _is_array(audio):
                 # Quirk (HF): any array with more than one dimension is a batch; a single stereo clip must be given
-                # as (1, channels, L) or [clip], since a (2, L) array is two mono clips.
+                # as (1, channels, A) or [clip], since a (2, A) array is two mono clips.
                 batched = np.ndim(audio) > 1
                 audio = np.asarray(audio, np.float32)
                 if resample_to:
@@ -429,7 +429,7 @@ class MusicgenMelodyFeatureExtractor:
             if any(x.ndim != 2 for x in items):
                 raise ValueError("a batch mixes stereo (channels, samples) and mono items; give them all one shape")
             channels = sorted({x.shape[0] for x in items if x.shape[0] > 1})
-            if channels:  # a (1, L) item is mono already: its mean is itself, bit for bit
+            if channels:  # a (1, A) item is mono already: its mean is itself, bit for bit
                 _warn_once(
                     f"melody `audio` with {' or '.join(map(str, channels))} channels was mixed to mono (channels "
                     "averaged, as HF does) before computing chroma"
@@ -441,10 +441,10 @@ class MusicgenMelodyFeatureExtractor:
         return items
 
     def _pad(self, items, padding, max_length, truncation, pad_to_multiple_of, return_attention_mask, masks=None):
-        """HF ``SequenceFeatureExtractor.pad`` along the first axis of items (L_i, ...) -> (B, L, ...) and an int32
-        (B, L) mask or None. ``masks``: the items' own (L_i,) masks, truncated and padded with 0 in place of ones.
+        """HF ``SequenceFeatureExtractor.pad`` along the first axis of items (A_i, ...) -> (B, A, ...) and an int32
+        (B, A) mask or None. ``masks``: the items' own (A_i,) masks, truncated and padded with 0 in place of ones.
 
-        The batch is float32 for float64 (or float32) items, as HF's, so our calls keep float32 (B, L) audio.
+        The batch is float32 for float64 (or float32) items, as HF's, so our calls keep float32 (B, A) audio.
         """
         try:
             strategy = _PADDING[getattr(padding, "value", padding)]
@@ -493,20 +493,20 @@ class MusicgenMelodyFeatureExtractor:
 
         Args:
             processed_features: a list of mappings (one per example) or a mapping of lists or arrays, with the items
-                under ``model_input_names[0]`` (``"input_features"``, as HF): (L_i,) or (L_i, F) arrays (HF's own
-                call pads (L_i, 1); with this extractor's ``feature_size`` > 1 HF's pad fails on (L_i,) items that
-                need padding, which we pad). An ``attention_mask`` (L_i,) per item is truncated and padded along (with
+                under ``model_input_names[0]`` (``"input_features"``, as HF): (A_i,) or (A_i, features) arrays (HF's own
+                call pads (A_i, 1); with this extractor's ``feature_size`` > 1 HF's pad fails on (A_i,) items that
+                need padding, which we pad). An ``attention_mask`` (A_i,) per item is truncated and padded along (with
                 0); any other key is stacked as it is.
             padding: True / "longest", "max_length" (needs ``max_length``) or False / "do_not_pad".
             max_length: the length to pad to with "max_length" and to truncate to.
             truncation: cut items to ``max_length`` (rounded up to ``pad_to_multiple_of``); needs ``max_length``.
             pad_to_multiple_of: round the padded length up to this multiple.
-            return_attention_mask: add an int32 (B, L) mask; None means ``self.return_attention_mask``.
+            return_attention_mask: add an int32 (B, A) mask; None means ``self.return_attention_mask``.
             return_tensors: None, "np", "pt" or "jax": numpy arrays in every case.
 
         Returns:
-            :class:`BatchFeature` with ``input_features`` (B, L) or (B, L, F) (float32 for float items, else their
-            dtype), ``attention_mask`` (B, L) when asked for or given, and the other keys stacked.
+            :class:`BatchFeature` with ``input_features`` (B, A) or (B, A, features) (float32 for float items, else
+            their dtype), ``attention_mask`` (B, A) when asked for or given, and the other keys stacked.
         """
         return_tensors = getattr(return_tensors, "value", return_tensors)
         if return_tensors not in _RETURN_TENSORS:
@@ -574,11 +574,11 @@ class MusicgenMelodyFeatureExtractor:
         """One-hot chroma features of one clip or a batch, as HF's ``MusicgenMelodyFeatureExtractor.__call__``.
 
         Args:
-            audio: a mono clip (L,) or list of floats; a batch as a list of (L_i,) or (channels, L_i) arrays, a 2-D
-                (B, L) array (rows are mono clips, as in HF) or a 3-D (B, channels, L) array (channels are averaged);
-                or Demucs output (B, stems, channels, L), from which ``stem_indices`` are summed and channels averaged.
+            audio: a mono clip (A,) or list of floats; a batch as a list of (A_i,) or (channels, A_i) arrays, a 2-D
+                (B, A) array (rows are mono clips, as in HF) or a 3-D (B, channels, A) array (channels are averaged);
+                or Demucs output (B, stems, channels, A), from which ``stem_indices`` are summed and channels averaged.
                 Arrays may be numpy, JAX or anything with ``__array__`` (e.g. CPU torch tensors). A
-                :class:`musicgen_jax.audio.Waveform` (from ``audio.load``) is one clip, (L,) or (channels, L), and a
+                :class:`musicgen_jax.audio.Waveform` (from ``audio.load``) is one clip, (A,) or (channels, A), and a
                 list of them a batch.
             truncation: cut clips longer than ``max_length`` (default ``chunk_length`` seconds).
             pad_to_multiple_of: round the padded (and truncation) length up to this multiple.
@@ -591,8 +591,8 @@ class MusicgenMelodyFeatureExtractor:
                 it is Demucs's rate, 44000 when None, as in HF).
 
         Returns:
-            :class:`BatchFeature` {"input_features": float32 (B, T, C) one-hot, T = 1 + max(L, n_fft) // hop_length}
-            and, when asked for, "attention_mask": int32, (B, ceil(L / hop_length)) when ``return_attention_mask=True``
+            :class:`BatchFeature` {"input_features": float32 (B, M, C) one-hot, M = 1 + max(A, n_fft) // hop_length}
+            and, when asked for, "attention_mask": int32, (B, ceil(A / hop_length)) when ``return_attention_mask=True``
             is passed.
         """
         if sampling_rate is None:
@@ -615,7 +615,7 @@ class MusicgenMelodyFeatureExtractor:
         if mask is not None:
             # Quirk (HF): the mask is brought to frame rate only when return_attention_mask=True is passed to the
             # call; when it comes from the instance default it stays at sample rate. And [::hop] gives
-            # ceil(L / hop) entries while the STFT has 1 + L // hop frames.
+            # ceil(A / hop) entries while the STFT has 1 + A // hop frames.
             outputs["attention_mask"] = mask[:, :: self.hop_length] if return_attention_mask else mask
         if return_tensors == "jax":
             return BatchFeature({k: jnp.asarray(v) for k, v in outputs.items()})

@@ -1,6 +1,6 @@
 """The conditioning prefix: projected chroma frames followed by projected T5 text states, as HF builds it.
 
-Einsum letters: B batch, S text length, C chroma bins, F chroma frames, E text model dim, D decoder model dim.
+Einsum letters: the package legend (``musicgen_jax/__init__.py``).
 """
 
 from __future__ import annotations
@@ -37,24 +37,24 @@ def null_chroma(config: MusicgenMelodyConfig, batch: int, dtype=jnp.float32) -> 
     return jnp.zeros((batch, 1, config.num_chroma), dtype).at[:, :, 0].set(1)
 
 
-def project_text(params: dict, config: MusicgenMelodyConfig, text_BSE, attention_mask_BS=None):
+def project_text(params: dict, config: MusicgenMelodyConfig, text_BWE, attention_mask_BW=None):
     """T5 states -> decoder width (when sizes differ), then zeroed at padded positions, as HF's forward does."""
     if config.has_text_projection:
         p = params["text_proj"]
-        text_BSE = jnp.einsum("BSE,ED->BSD", text_BSE, p["kernel"].astype(text_BSE.dtype)) + p["bias"].astype(
-            text_BSE.dtype
+        text_BWE = jnp.einsum("BWE,ED->BWD", text_BWE, p["kernel"].astype(text_BWE.dtype)) + p["bias"].astype(
+            text_BWE.dtype
         )
-    if attention_mask_BS is not None:
-        text_BSE = text_BSE * attention_mask_BS[..., None].astype(text_BSE.dtype)
-    return text_BSE
+    if attention_mask_BW is not None:
+        text_BWE = text_BWE * attention_mask_BW[..., None].astype(text_BWE.dtype)
+    return text_BWE
 
 
-def project_chroma(params: dict, config: MusicgenMelodyConfig, chroma_BFC):
+def project_chroma(params: dict, config: MusicgenMelodyConfig, chroma_BMC):
     """Chroma frames -> decoder width, tiled up to ``chroma_length`` when shorter, truncated when longer."""
-    x = chroma_BFC
+    x = chroma_BMC
     if config.has_chroma_projection:
         p = params["chroma_proj"]
-        x = jnp.einsum("BFC,CD->BFD", x, p["kernel"].astype(x.dtype)) + p["bias"].astype(x.dtype)
+        x = jnp.einsum("BMC,CD->BMD", x, p["kernel"].astype(x.dtype)) + p["bias"].astype(x.dtype)
     frames = x.shape[1]
     if frames < config.chroma_length:
         # HF repeats the whole sequence ceil(chroma_length / frames) times, then truncates.
@@ -62,41 +62,41 @@ def project_chroma(params: dict, config: MusicgenMelodyConfig, chroma_BFC):
     return x[:, : config.chroma_length]
 
 
-def forward_prefix(params: dict, config: MusicgenMelodyConfig, text_BSE, attention_mask_BS, chroma_BFC):
+def forward_prefix(params: dict, config: MusicgenMelodyConfig, text_BWE, attention_mask_BW, chroma_BMC):
     """The prefix HF's ``forward`` builds from T5 states (or None) and chroma features (or None): ``(B, P, D)``.
 
     As ``MusicgenMelodyForConditionalGeneration.forward``: text is projected and zeroed at padded positions; with
     text but no chroma, the null chroma (one frame, one-hot at bin 0) is used; chroma frames go in front.
     """
-    text = None if text_BSE is None else project_text(params, config, text_BSE, attention_mask_BS)
-    if text is not None and chroma_BFC is None:
-        chroma_BFC = null_chroma(config, text.shape[0], text.dtype)
-    if chroma_BFC is None:
+    text = None if text_BWE is None else project_text(params, config, text_BWE, attention_mask_BW)
+    if text is not None and chroma_BMC is None:
+        chroma_BMC = null_chroma(config, text.shape[0], text.dtype)
+    if chroma_BMC is None:
         return text
-    chroma = project_chroma(params, config, chroma_BFC.astype(jnp.float32 if text is None else text.dtype))
+    chroma = project_chroma(params, config, chroma_BMC.astype(jnp.float32 if text is None else text.dtype))
     return chroma if text is None else jnp.concatenate([chroma, text], axis=1)
 
 
-def generation_prefix(params: dict, config: MusicgenMelodyConfig, text_BSE, attention_mask_BS, chroma_BFC, use_cfg):
+def generation_prefix(params: dict, config: MusicgenMelodyConfig, text_BWE, attention_mask_BW, chroma_BMC, use_cfg):
     """The prefix HF's ``generate`` builds (``_prepare_encoder_hidden_states_kwargs_for_generation``): ``(B', P, D)``.
 
     With classifier-free guidance (``use_cfg``) the batch is doubled to ``[cond; uncond]``: the unconditional text
     is zeros (the mask is zeroed too), the unconditional chroma is the null chroma with as many frames as the given
     chroma (one-hot at bin 0). Without chroma, the null chroma is used for the conditional half as well.
     """
-    dtype = text_BSE.dtype
-    text = project_text(params, config, text_BSE)
-    mask = attention_mask_BS.astype(dtype)
+    dtype = text_BWE.dtype
+    text = project_text(params, config, text_BWE)
+    mask = attention_mask_BW.astype(dtype)
     if use_cfg:
         text = jnp.concatenate([text, jnp.zeros_like(text)], axis=0)
         mask = jnp.concatenate([mask, jnp.zeros_like(mask)], axis=0)
     text = text * mask[..., None]
-    B = text_BSE.shape[0]
-    if chroma_BFC is None:
+    B = text_BWE.shape[0]
+    if chroma_BMC is None:
         chroma = null_chroma(config, B, dtype)
         null = chroma
     else:
-        chroma = chroma_BFC.astype(dtype)
+        chroma = chroma_BMC.astype(dtype)
         null = jnp.zeros_like(chroma).at[:, :, 0].set(1)
     if use_cfg:
         chroma = jnp.concatenate([chroma, null], axis=0)

@@ -18,18 +18,18 @@ from musicgen_jax.t5 import T5Encoder
 def encode_text(
     params: dict,
     config: MusicgenMelodyConfig,
-    input_ids_BS,
-    attention_mask_BS=None,
+    input_ids_BW,
+    attention_mask_BW=None,
     *,
     deterministic: bool = True,
     rng: jax.Array | None = None,
 ) -> jax.Array:
-    """T5 ``last_hidden_state`` ``(B, S, E)`` of token ids ``(B, S)`` (not projected). ``rng``: dropout, when not
+    """T5 ``last_hidden_state`` ``(B, W, E)`` of token ids ``(B, W)`` (not projected). ``rng``: dropout, when not
     ``deterministic``."""
     return T5Encoder(config.text_encoder, deterministic=deterministic).apply(
         {"params": params["text_encoder"]},
-        input_ids_BS,
-        attention_mask_BS,
+        input_ids_BW,
+        attention_mask_BW,
         rngs={} if deterministic else {"dropout": rng},
     )
 
@@ -39,9 +39,9 @@ def forward(
     config: MusicgenMelodyConfig,
     input_ids_BKT,
     *,
-    text_BSE=None,
-    text_mask_BS=None,
-    chroma_BFC=None,
+    text_BWE=None,
+    text_mask_BW=None,
+    chroma_BMC=None,
     prefix_BPD=None,
     target_mask_BT=None,
     deterministic: bool = True,
@@ -49,12 +49,12 @@ def forward(
 ) -> tuple[jax.Array, jax.Array]:
     """HF's forward pass: decoder logits ``(B, K, P + T, V)`` and the conditioning prefix ``(B, P, D)`` used.
 
-    The prefix is ``prefix_BPD`` when given, else built as HF's forward builds it from the T5 states ``text_BSE``
-    (zeroed where ``text_mask_BS`` is 0) and the chroma ``chroma_BFC`` (HF's null chroma when only text is given).
+    The prefix is ``prefix_BPD`` when given, else built as HF's forward builds it from the T5 states ``text_BWE``
+    (zeroed where ``text_mask_BW`` is 0) and the chroma ``chroma_BMC`` (HF's null chroma when only text is given).
     ``input_ids_BKT`` int ``(B, K, T)``; ``target_mask_BT`` HF's ``decoder_attention_mask``. ``rng``: dropout.
     """
     if prefix_BPD is None:
-        prefix_BPD = conditioning.forward_prefix(params, config, text_BSE, text_mask_BS, chroma_BFC)
+        prefix_BPD = conditioning.forward_prefix(params, config, text_BWE, text_mask_BW, chroma_BMC)
     decoder = Decoder(config.decoder, deterministic, scan_layers=is_scanned(params["decoder"]))
     logits_BKTV, _ = decoder.apply(
         {"params": params["decoder"]},

@@ -45,8 +45,8 @@ class Example:
 
 @dataclasses.dataclass
 class Dataset:
-    """Every clip, padded to common shapes (numpy): ``input_ids``/``attention_mask`` ``(N, S)``, ``input_features``
-    ``(N, F, C)``, ``labels`` ``(N, T, K)`` in HF's layout (delay pattern applied)."""
+    """Every clip, padded to common shapes (numpy): ``input_ids``/``attention_mask`` ``(B, W)``, ``input_features``
+    ``(B, M, C)``, ``labels`` ``(B, T, K)`` in HF's layout (delay pattern applied)."""
 
     input_ids: np.ndarray
     attention_mask: np.ndarray
@@ -88,14 +88,14 @@ def find_examples(data_dir: str | os.PathLike) -> list[Example]:
     return examples
 
 
-def _fit_channels(audio_CN: np.ndarray, channels: int, path: str) -> np.ndarray:
-    if audio_CN.shape[0] == channels:
-        return audio_CN
+def _fit_channels(audio_RA: np.ndarray, channels: int, path: str) -> np.ndarray:
+    if audio_RA.shape[0] == channels:
+        return audio_RA
     if channels == 1:
-        return audio_CN.mean(axis=0, keepdims=True)
-    if audio_CN.shape[0] == 1:
-        return np.repeat(audio_CN, channels, axis=0)
-    raise FinetuneError(f"{path}: {audio_CN.shape[0]} channels cannot feed a {channels}-channel model")
+        return audio_RA.mean(axis=0, keepdims=True)
+    if audio_RA.shape[0] == 1:
+        return np.repeat(audio_RA, channels, axis=0)
+    raise FinetuneError(f"{path}: {audio_RA.shape[0]} channels cannot feed a {channels}-channel model")
 
 
 def _cache_key(path: str, model_path: str, duration: float, rate: int, channels: int) -> str:
@@ -108,7 +108,7 @@ def _cache_key(path: str, model_path: str, duration: float, rate: int, channels:
 
 
 def encode_clip(model, feature_extractor, path: str, duration: float) -> tuple[np.ndarray, np.ndarray]:
-    """One clip -> ``(codes (K, F) int32, chroma (frames, C) float32)``; codes of frames past the clip's end are -100.
+    """One clip -> ``(codes (K, Y) int32, chroma (M, C) float32)``; codes of frames past the clip's end are -100.
 
     The audio is resampled to the model's rate, fitted to its channel count and cropped or zero-padded to
     ``duration`` seconds before EnCodec; the chroma is taken from the same (mono-mixed) audio.
@@ -116,12 +116,12 @@ def encode_clip(model, feature_extractor, path: str, duration: float) -> tuple[n
     from musicgen_jax import audio as audio_io
 
     rate = model.sampling_rate
-    wave_CN, _ = audio_io.load(path, sampling_rate=rate)
-    wave_CN = _fit_channels(wave_CN, model.config.decoder.audio_channels, path)
+    wave_RA, _ = audio_io.load(path, sampling_rate=rate)
+    wave_RA = _fit_channels(wave_RA, model.config.decoder.audio_channels, path)
     samples = int(round(duration * rate))
-    real = min(wave_CN.shape[1], samples)
-    fitted = np.zeros((wave_CN.shape[0], samples), np.float32)
-    fitted[:, :real] = wave_CN[:, :real]
+    real = min(wave_RA.shape[1], samples)
+    fitted = np.zeros((wave_RA.shape[0], samples), np.float32)
+    fitted[:, :real] = wave_RA[:, :real]
     codes = model.encode_audio(fitted[None])[0].astype(np.int32)
     valid = math.ceil(real / model.config.audio_encoder.hop_length)
     codes[:, valid:] = -100  # training.IGNORE_INDEX: zero padding is not music to learn

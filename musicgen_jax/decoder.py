@@ -1,7 +1,6 @@
 """The MusicGen decoder: a causal transformer over K parallel EnCodec codebook streams, with a conditioning prefix.
 
-Einsum letters: B batch, T target (query) length, S source (key) length, P prefix length, N heads, H head dim,
-D model dim, F ffn dim, K codebooks, V vocab (logits), L layers.
+Einsum letters: the package legend (``musicgen_jax/__init__.py``).
 
 Layout of the parameter tree (what ``convert/decoder.py`` writes):
   embed            (K, V+1, D)   one embedding table per codebook; row V is the BOS/pad token
@@ -117,8 +116,8 @@ def sinusoidal_positions(positions_T: jax.Array, dim: int) -> jax.Array:
     half = dim // 2
     scale = math.log(10000) / (half - 1)
     freqs = jnp.exp(jnp.arange(half, dtype=jnp.float32) * -scale)
-    angles_TH = positions_T.astype(jnp.float32)[:, None] * freqs[None, :]
-    emb = jnp.concatenate([jnp.cos(angles_TH), jnp.sin(angles_TH)], axis=1)
+    angles = positions_T.astype(jnp.float32)[:, None] * freqs[None, :]  # (T, dim // 2)
+    emb = jnp.concatenate([jnp.cos(angles), jnp.sin(angles)], axis=1)
     if dim % 2 == 1:
         emb = jnp.pad(emb, ((0, 0), (0, 1)))
     return emb
@@ -139,16 +138,16 @@ class Attention(nn.Module):
         Returns ``(y_BTD, cache)``.
 
         Layouts are chosen so that no weight or cache buffer is transposed on the way into a matmul (XLA would
-        otherwise copy it on every decode step): the QKV output keeps the kernel's (C, N, H) order, the cache is
+        otherwise copy it on every decode step): the QKV output keeps the kernel's (G, N, H) order, the cache is
         head-major (the attention matmuls batch over B, N), and the output projection reads ``out`` as the
         ``(N * H, D)`` matrix it already is in memory."""
         cfg = self.config
         D, N, H = cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim
         qkv = self.param("qkv", _init, (D, 3, N, H))
         out = self.param("out", _init, (N, H, D))
-        qkv_BTCNH = jnp.einsum("BTD,DCNH->BTCNH", x_BTD, qkv.astype(x_BTD.dtype))
-        qkv_CBNTH = qkv_BTCNH.transpose(2, 0, 3, 1, 4)  # activations only: tiny
-        q_BNTH, k_BNTH, v_BNTH = qkv_CBNTH[0], qkv_CBNTH[1], qkv_CBNTH[2]
+        qkv_BTGNH = jnp.einsum("BTD,DGNH->BTGNH", x_BTD, qkv.astype(x_BTD.dtype))
+        qkv_GBNTH = qkv_BTGNH.transpose(2, 0, 3, 1, 4)  # activations only: tiny
+        q_BNTH, k_BNTH, v_BNTH = qkv_GBNTH[0], qkv_GBNTH[1], qkv_GBNTH[2]
         if cache is not None and layer is None:
             k_BNSH, v_BNSH = cache
             start = (0, 0, cache_index, 0)
@@ -171,8 +170,8 @@ class Attention(nn.Module):
         probs_BNTS = nn.Dropout(cfg.attention_dropout)(probs_BNTS, deterministic=self.deterministic)
         attn_BNTH = jnp.einsum("BNTS,BNSH->BNTH", probs_BNTS, v_BNSH.astype(x_BTD.dtype))
         B, T = x_BTD.shape[:2]
-        attn_BTF = attn_BNTH.transpose(0, 2, 1, 3).reshape(B, T, N * H)
-        return jnp.einsum("BTF,FD->BTD", attn_BTF, out.reshape(N * H, D).astype(x_BTD.dtype)), cache
+        attn = attn_BNTH.transpose(0, 2, 1, 3).reshape(B, T, N * H)  # (B, T, N*H)
+        return attn @ out.reshape(N * H, D).astype(x_BTD.dtype), cache
 
 
 class MLP(nn.Module):
@@ -290,10 +289,10 @@ class Decoder(nn.Module):
         # matrices they are in memory. ("BTD,KDV" has XLA transpose them all into one (D, K * V) matrix on every
         # step, and jnp.einsum puts the kernel on the left, where XLA:CPU's batched matmul is 8x slower.)
         B, T = x_BTD.shape[:2]
-        x_KMD = jnp.broadcast_to(x_BTD.reshape(1, B * T, D), (K, B * T, D))
+        x_rows = jnp.broadcast_to(x_BTD.reshape(1, B * T, D), (K, B * T, D))  # (K, B*T, D)
         dims = (((2,), (1,)), ((0,), (0,)))  # contract D; batch over K
-        logits_KMV = jax.lax.dot_general(x_KMD, lm_heads.astype(x_BTD.dtype), dims)
-        logits_BKTV = logits_KMV.reshape(K, B, T, V).transpose(1, 0, 2, 3)
+        logits_rows = jax.lax.dot_general(x_rows, lm_heads.astype(x_BTD.dtype), dims)  # (K, B*T, V)
+        logits_BKTV = logits_rows.reshape(K, B, T, V).transpose(1, 0, 2, 3)
         return logits_BKTV, (None if new_cache is None else KVCache(*new_cache))
 
 

@@ -1,12 +1,10 @@
 """EnCodec, the neural audio codec of MusicGen: a SEANet encoder, a residual vector quantizer and a SEANet decoder.
 
 Matches HF transformers' ``EncodecModel`` (``models/encodec/modeling_encodec.py``), quirks included; each quirk is
-marked where it is reproduced. Inside, activations are channels-last ``(B, T, C)``; the public functions take and
+marked where it is reproduced. Inside, activations are channels-last ``(B, Y, I)``; the public functions take and
 return HF's ``(batch, channels, samples)`` audio and ``(batch, codebooks, frames)`` codes.
 
-Einsum letters: B batch, T time (samples or frames), C channels, I input channels, O output channels, W kernel
-taps, G the four LSTM gates (input, forget, cell, output: torch's order), D LSTM hidden size (= C), L LSTM layers,
-Q quantizers (codebooks), V codebook size, E codebook dim (= ``hidden_size``).
+Einsum letters: the package legend (``musicgen_jax/__init__.py``).
 
 Layout of the parameter tree (what ``convert/encodec.py`` writes; under ``audio_encoder`` in the full model):
   encoder/conv_in                 Conv   audio_channels -> num_filters, kernel_size taps
@@ -14,22 +12,22 @@ Layout of the parameter tree (what ``convert/encodec.py`` writes; under ``audio_
   encoder/stage_{s}/down          Conv   stride upsampling_ratios[-1 - s], 2 * ratio taps, width x2
   encoder/lstm                    LSTM
   encoder/conv_out                Conv   -> hidden_size, last_kernel_size taps
-  decoder/conv_in                 Conv   hidden_size -> num_filters * 2**S, kernel_size taps (S = len(ratios))
+  decoder/conv_in                 Conv   hidden_size -> num_filters * 2**len(ratios), kernel_size taps
   decoder/lstm                    LSTM
   decoder/stage_{s}/up            ConvTranspose  stride upsampling_ratios[s], 2 * ratio taps, width / 2
   decoder/stage_{s}/res_{j}       ResBlock
   decoder/conv_out                Conv   num_filters -> audio_channels, last_kernel_size taps
-  quantizer/codebooks             (Q, V, E)  absent when the config has no quantizer (num_quantizers == 0)
+  quantizer/codebooks             (K, V, D)  absent when the config has no quantizer (num_quantizers == 0)
 where
-  Conv, norm_type "weight_norm":  g (O,), v (W, I, O), bias (O,)    kernel = g * v / ||v|| (norm over W, I)
-  Conv, "time_group_norm":        kernel (W, I, O), bias (O,), norm/{scale, bias} (O,)
-  ConvTranspose, "weight_norm":   g (I,), v (W, I, O), bias (O,)    kernel = g * v / ||v|| (norm over W, O: torch's
-                                  weight norm is over dim 0 of the (I, O, W) torch weight, i.e. per input channel)
-  ConvTranspose, "time_group_norm": kernel (W, I, O), bias (O,), norm/{scale, bias} (O,)
+  Conv, norm_type "weight_norm":  g (O,), v (Z, I, O), bias (O,)    kernel = g * v / ||v|| (norm over Z, I)
+  Conv, "time_group_norm":        kernel (Z, I, O), bias (O,), norm/{scale, bias} (O,)
+  ConvTranspose, "weight_norm":   g (I,), v (Z, I, O), bias (O,)    kernel = g * v / ||v|| (norm over Z, O: torch's
+                                  weight norm is over dim 0 of the (I, O, Z) torch weight, i.e. per input channel)
+  ConvTranspose, "time_group_norm": kernel (Z, I, O), bias (O,), norm/{scale, bias} (O,)
   ResBlock:                       conv_a (dim -> dim // compress, residual_kernel_size taps, dilated),
                                   conv_b (-> dim, 1 tap), shortcut (Conv dim -> dim, 1 tap; only with
                                   use_conv_shortcut)
-  LSTM:                           w_in (L, C, G, D), w_rec (L, D, G, D), b_in (L, G, D), b_rec (L, G, D)
+  LSTM:                           w_in (L, I, G, O), w_rec (L, O, G, O), b_in (L, G, O), b_rec (L, G, O); O = I
 
 Weight norm is kept as ``g`` and ``v`` and folded at apply time (exactly torch's ``v * (g / ||v||)``), so the tree
 holds the checkpoint's numbers and a checkpoint converts without arithmetic.
@@ -73,20 +71,20 @@ def _extra_padding(length: int, kernel: int, stride: int, padding_total: int) ->
     return ideal_length - length
 
 
-def _pad_time(x_BTC: jax.Array, left: int, right: int, mode: str) -> jax.Array:
+def _pad_time(x_BYI: jax.Array, left: int, right: int, mode: str) -> jax.Array:
     """HF ``EncodecConv1d._pad1d`` on the time axis: zero (constant) or reflect padding.
 
     HF quirk: reflect padding needs more samples than the pad; for a shorter input, HF first appends zeros
     (``max_pad - length + 1``), reflects that, then cuts as many samples off the right end again.
     """
     if mode != "reflect":
-        return jnp.pad(x_BTC, ((0, 0), (left, right), (0, 0)))
-    length = x_BTC.shape[1]
+        return jnp.pad(x_BYI, ((0, 0), (left, right), (0, 0)))
+    length = x_BYI.shape[1]
     extra = 0
     if length <= max(left, right):
         extra = max(left, right) - length + 1
-        x_BTC = jnp.pad(x_BTC, ((0, 0), (0, extra), (0, 0)))
-    padded = jnp.pad(x_BTC, ((0, 0), (left, right), (0, 0)), mode="reflect")
+        x_BYI = jnp.pad(x_BYI, ((0, 0), (0, extra), (0, 0)))
+    padded = jnp.pad(x_BYI, ((0, 0), (left, right), (0, 0)), mode="reflect")
     return padded[:, : padded.shape[1] - extra]
 
 
@@ -102,20 +100,20 @@ def _weight_norm(g, v, axes, dtype):
 
 
 class TimeGroupNorm(nn.Module):
-    """``torch.nn.GroupNorm(1, C)`` on ``(B, T, C)``: one mean and (biased) variance per example over T and C."""
+    """``torch.nn.GroupNorm(1, O)`` on ``(B, Y, O)``: one mean and (biased) variance per example over Y and O."""
 
     features: int
     epsilon: float = 1e-5
 
     @nn.compact
-    def __call__(self, x_BTC):
+    def __call__(self, x_BYO):
         scale = self.param("scale", nn.initializers.ones, (self.features,))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        x32 = x_BTC.astype(jnp.float32)
+        x32 = x_BYO.astype(jnp.float32)
         mean = jnp.mean(x32, axis=(1, 2), keepdims=True)
         var = jnp.mean(jnp.square(x32 - mean), axis=(1, 2), keepdims=True)
         y = (x32 - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
-        return y.astype(x_BTC.dtype)
+        return y.astype(x_BYO.dtype)
 
 
 class _ConvBase(nn.Module):
@@ -126,13 +124,13 @@ class _ConvBase(nn.Module):
     dtype: Any = jnp.float32
 
     def _kernel(self, in_features: int, transposed: bool):
-        """The effective ``(W, I, O)`` kernel, the bias, and the optional group norm."""
+        """The effective ``(Z, I, O)`` kernel, the bias, and the optional group norm."""
         cfg = self.config
         shape = (self.kernel_size, in_features, self.features)
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         if cfg.norm_type == "weight_norm":
             # torch weight norm is over dim 0 of the torch weight: output channels of a conv, but *input* channels
-            # of a transposed conv (whose torch weight is (I, O, W)).
+            # of a transposed conv (whose torch weight is (I, O, Z)).
             g = self.param("g", nn.initializers.ones, (in_features if transposed else self.features,))
             v = self.param("v", nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=2), shape)
             kernel = _weight_norm(g, v, (0, 2) if transposed else (0, 1), self.dtype)
@@ -147,71 +145,71 @@ class _ConvBase(nn.Module):
 class Conv(_ConvBase):
     """HF ``EncodecConv1d``: explicit causal or centred padding (plus HF's extra right padding), then a conv.
 
-    ``(B, T, I)`` -> ``(B, ceil(T / stride), O)``.
+    ``(B, Y, I)`` -> ``(B, ceil(Y / stride), O)``.
     """
 
     dilation: int = 1
 
     @nn.compact
-    def __call__(self, x_BTI):
+    def __call__(self, x_BYI):
         cfg = self.config
-        kernel_WIO, bias, norm = self._kernel(x_BTI.shape[-1], transposed=False)
+        kernel_ZIO, bias, norm = self._kernel(x_BYI.shape[-1], transposed=False)
         effective = (self.kernel_size - 1) * self.dilation + 1
         padding_total = effective - self.stride
-        extra = _extra_padding(x_BTI.shape[1], effective, self.stride, padding_total)
+        extra = _extra_padding(x_BYI.shape[1], effective, self.stride, padding_total)
         if cfg.use_causal_conv:
             left, right = padding_total, extra
         else:
             # HF: the odd sample of the padding goes to the left.
             right = padding_total // 2
             left, right = padding_total - right, right + extra
-        x_BTI = _pad_time(x_BTI.astype(self.dtype), left, right, cfg.pad_mode)
-        y_BTO = jax.lax.conv_general_dilated(
-            x_BTI,
-            kernel_WIO,
+        x_BYI = _pad_time(x_BYI.astype(self.dtype), left, right, cfg.pad_mode)
+        y_BYO = jax.lax.conv_general_dilated(
+            x_BYI,
+            kernel_ZIO,
             window_strides=(self.stride,),
             padding=[(0, 0)],
             rhs_dilation=(self.dilation,),
             dimension_numbers=("NWC", "WIO", "NWC"),
             precision=_PRECISION,
         )
-        y_BTO = y_BTO + bias
-        return y_BTO if norm is None else norm(y_BTO)
+        y_BYO = y_BYO + bias
+        return y_BYO if norm is None else norm(y_BYO)
 
 
 class ConvTranspose(_ConvBase):
     """HF ``EncodecConvTranspose1d``: a full transposed conv, then trims ``kernel - stride`` samples.
 
-    ``(B, T, I)`` -> ``(B, T * stride, O)``. Causal: ``ceil(trim * trim_right_ratio)`` off the right, the rest off
+    ``(B, Y, I)`` -> ``(B, Y * stride, O)``. Causal: ``ceil(trim * trim_right_ratio)`` off the right, the rest off
     the left; otherwise ``trim // 2`` off the right (the odd sample comes off the left).
     """
 
     @nn.compact
-    def __call__(self, x_BTI):
+    def __call__(self, x_BYI):
         cfg = self.config
-        kernel_WIO, bias, norm = self._kernel(x_BTI.shape[-1], transposed=True)
-        W, stride = self.kernel_size, self.stride
-        # torch's ConvTranspose1d as a conv of the stride-dilated input with the flipped kernel: length (T-1)s + W.
-        y_BTO = jax.lax.conv_general_dilated(
-            x_BTI.astype(self.dtype),
-            kernel_WIO[::-1],
+        kernel_ZIO, bias, norm = self._kernel(x_BYI.shape[-1], transposed=True)
+        Z, stride = self.kernel_size, self.stride
+        # torch's ConvTranspose1d as a conv of the stride-dilated input with the flipped kernel: length (Y-1)s + Z.
+        y_BYO = jax.lax.conv_general_dilated(
+            x_BYI.astype(self.dtype),
+            kernel_ZIO[::-1],
             window_strides=(1,),
-            padding=[(W - 1, W - 1)],
+            padding=[(Z - 1, Z - 1)],
             lhs_dilation=(stride,),
             dimension_numbers=("NWC", "WIO", "NWC"),
             precision=_PRECISION,
         )
-        y_BTO = y_BTO + bias
+        y_BYO = y_BYO + bias
         if norm is not None:
             # HF normalises before trimming, so the trimmed samples count in the group statistics.
-            y_BTO = norm(y_BTO)
-        padding_total = W - stride
+            y_BYO = norm(y_BYO)
+        padding_total = Z - stride
         if cfg.use_causal_conv:
             right = math.ceil(padding_total * cfg.trim_right_ratio)
         else:
             right = padding_total // 2
         left = padding_total - right
-        return y_BTO[:, left : y_BTO.shape[1] - right]
+        return y_BYO[:, left : y_BYO.shape[1] - right]
 
 
 class ResBlock(nn.Module):
@@ -223,41 +221,41 @@ class ResBlock(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x_BTC):
+    def __call__(self, x_BYI):
         cfg = self.config
         hidden = self.dim // cfg.compress
         h = Conv(cfg, hidden, cfg.residual_kernel_size, dilation=self.dilation, dtype=self.dtype, name="conv_a")(
-            _elu(x_BTC)
+            _elu(x_BYI)
         )
         h = Conv(cfg, self.dim, 1, dtype=self.dtype, name="conv_b")(_elu(h))
         if cfg.use_conv_shortcut:
-            x_BTC = Conv(cfg, self.dim, 1, dtype=self.dtype, name="shortcut")(x_BTC)
-        return x_BTC + h
+            x_BYI = Conv(cfg, self.dim, 1, dtype=self.dtype, name="shortcut")(x_BYI)
+        return x_BYI + h
 
 
-def _lstm_layer(x_TBC, w_in_CGD, w_rec_CGD, b_in_GD, b_rec_GD):
-    """One torch ``nn.LSTM`` layer from zero state over time-major input: ``(T, B, C)`` -> ``(T, B, D)``."""
+def _lstm_layer(x_YBI, w_in_IGO, w_rec_IGO, b_in_GO, b_rec_GO):
+    """One torch ``nn.LSTM`` layer from zero state over time-major input: ``(Y, B, I)`` -> ``(Y, B, O)``."""
     # torch: gates = (x W_ih^T + b_ih) + (h W_hh^T + b_hh); the input half is computed for all steps at once.
-    x_in_TBGD = jnp.einsum("TBC,CGD->TBGD", x_TBC, w_in_CGD, precision=_PRECISION) + b_in_GD
+    x_in_YBGO = jnp.einsum("YBI,IGO->YBGO", x_YBI, w_in_IGO, precision=_PRECISION) + b_in_GO
 
-    def step(carry, x_in_BGD):
-        h_BD, c_BD = carry
-        gates_BGD = x_in_BGD + (jnp.einsum("BC,CGD->BGD", h_BD, w_rec_CGD, precision=_PRECISION) + b_rec_GD)
-        i, f, g, o = (gates_BGD[:, k] for k in range(4))
-        c_BD = jax.nn.sigmoid(f) * c_BD + jax.nn.sigmoid(i) * jnp.tanh(g)
-        h_BD = jax.nn.sigmoid(o) * jnp.tanh(c_BD)
-        return (h_BD, c_BD), h_BD
+    def step(carry, x_in_BGO):
+        h_BO, c_BO = carry
+        gates_BGO = x_in_BGO + (jnp.einsum("BI,IGO->BGO", h_BO, w_rec_IGO, precision=_PRECISION) + b_rec_GO)
+        i, f, g, o = (gates_BGO[:, k] for k in range(4))
+        c_BO = jax.nn.sigmoid(f) * c_BO + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h_BO = jax.nn.sigmoid(o) * jnp.tanh(c_BO)
+        return (h_BO, c_BO), h_BO
 
-    B, D = x_TBC.shape[1], w_rec_CGD.shape[-1]
-    zeros = jnp.zeros((B, D), x_in_TBGD.dtype)
-    _, h_TBD = jax.lax.scan(step, (zeros, zeros), x_in_TBGD)
-    return h_TBD
+    B, O = x_YBI.shape[1], w_rec_IGO.shape[-1]
+    zeros = jnp.zeros((B, O), x_in_YBGO.dtype)
+    _, h_YBO = jax.lax.scan(step, (zeros, zeros), x_in_YBGO)
+    return h_YBO
 
 
 class LSTM(nn.Module):
     """HF ``EncodecLSTM``: ``num_lstm_layers`` stacked LSTM layers plus one skip around the whole stack.
 
-    ``(B, T, C)`` -> ``(B, T, C)``; layers scanned over their stacked weights, each layer a scan over time.
+    ``(B, Y, I)`` -> ``(B, Y, I)``; layers scanned over their stacked weights, each layer a scan over time.
     """
 
     config: EncodecConfig
@@ -265,20 +263,20 @@ class LSTM(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x_BTC):
-        L, C = self.config.num_lstm_layers, self.dim
-        init = nn.initializers.uniform(1.0 / math.sqrt(C))
-        w_in = self.param("w_in", init, (L, C, 4, C)).astype(self.dtype)
-        w_rec = self.param("w_rec", init, (L, C, 4, C)).astype(self.dtype)
-        b_in = self.param("b_in", init, (L, 4, C)).astype(self.dtype)
-        b_rec = self.param("b_rec", init, (L, 4, C)).astype(self.dtype)
-        x_TBC = jnp.swapaxes(x_BTC.astype(self.dtype), 0, 1)
+    def __call__(self, x_BYI):
+        L, I = self.config.num_lstm_layers, self.dim
+        init = nn.initializers.uniform(1.0 / math.sqrt(I))
+        w_in = self.param("w_in", init, (L, I, 4, I)).astype(self.dtype)
+        w_rec = self.param("w_rec", init, (L, I, 4, I)).astype(self.dtype)
+        b_in = self.param("b_in", init, (L, 4, I)).astype(self.dtype)
+        b_rec = self.param("b_rec", init, (L, 4, I)).astype(self.dtype)
+        x_YBI = jnp.swapaxes(x_BYI.astype(self.dtype), 0, 1)
 
-        def layer(h_TBC, weights):
-            return _lstm_layer(h_TBC, *weights), None
+        def layer(h_YBI, weights):
+            return _lstm_layer(h_YBI, *weights), None
 
-        y_TBC, _ = jax.lax.scan(layer, x_TBC, (w_in, w_rec, b_in, b_rec))
-        return jnp.swapaxes(y_TBC + x_TBC, 0, 1)
+        y_YBI, _ = jax.lax.scan(layer, x_YBI, (w_in, w_rec, b_in, b_rec))
+        return jnp.swapaxes(y_YBI + x_YBI, 0, 1)
 
 
 class EncoderStage(nn.Module):
@@ -288,12 +286,12 @@ class EncoderStage(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x_BTC):
+    def __call__(self, x_BYI):
         cfg = self.config
         for j in range(cfg.num_residual_layers):
-            x_BTC = ResBlock(cfg, self.dim, cfg.dilation_growth_rate**j, self.dtype, name=f"res_{j}")(x_BTC)
+            x_BYI = ResBlock(cfg, self.dim, cfg.dilation_growth_rate**j, self.dtype, name=f"res_{j}")(x_BYI)
         down = Conv(cfg, 2 * self.dim, 2 * self.ratio, stride=self.ratio, dtype=self.dtype, name="down")
-        return down(_elu(x_BTC))
+        return down(_elu(x_BYI))
 
 
 class DecoderStage(nn.Module):
@@ -303,57 +301,57 @@ class DecoderStage(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x_BTC):
+    def __call__(self, x_BYI):
         cfg = self.config
         up = ConvTranspose(cfg, self.dim // 2, 2 * self.ratio, stride=self.ratio, dtype=self.dtype, name="up")
-        x_BTC = up(_elu(x_BTC))
+        x_BYO = up(_elu(x_BYI))
         for j in range(cfg.num_residual_layers):
-            x_BTC = ResBlock(cfg, self.dim // 2, cfg.dilation_growth_rate**j, self.dtype, name=f"res_{j}")(x_BTC)
-        return x_BTC
+            x_BYO = ResBlock(cfg, self.dim // 2, cfg.dilation_growth_rate**j, self.dtype, name=f"res_{j}")(x_BYO)
+        return x_BYO
 
 
 class SEANetEncoder(nn.Module):
-    """Audio ``(B, T, audio_channels)`` -> embeddings ``(B, ceil(T / hop_length), hidden_size)``."""
+    """Audio ``(B, A, R)`` -> embeddings ``(B, Y, D)``, ``Y = ceil(A / hop_length)``."""
 
     config: EncodecConfig
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x_BTC):
+    def __call__(self, audio_BAR):
         cfg = self.config
-        x_BTC = Conv(cfg, cfg.num_filters, cfg.kernel_size, dtype=self.dtype, name="conv_in")(x_BTC)
+        x_BYO = Conv(cfg, cfg.num_filters, cfg.kernel_size, dtype=self.dtype, name="conv_in")(audio_BAR)
         dim = cfg.num_filters
         for s, ratio in enumerate(reversed(cfg.upsampling_ratios)):
             with jax.named_scope(f"stage_{s}"):
-                x_BTC = EncoderStage(cfg, dim, ratio, self.dtype, name=f"stage_{s}")(x_BTC)
+                x_BYO = EncoderStage(cfg, dim, ratio, self.dtype, name=f"stage_{s}")(x_BYO)
             dim *= 2
         with jax.named_scope("lstm"):
-            x_BTC = LSTM(cfg, dim, self.dtype, name="lstm")(x_BTC)
-        return Conv(cfg, cfg.hidden_size, cfg.last_kernel_size, dtype=self.dtype, name="conv_out")(_elu(x_BTC))
+            x_BYO = LSTM(cfg, dim, self.dtype, name="lstm")(x_BYO)
+        return Conv(cfg, cfg.hidden_size, cfg.last_kernel_size, dtype=self.dtype, name="conv_out")(_elu(x_BYO))
 
 
 class SEANetDecoder(nn.Module):
-    """Embeddings ``(B, T, hidden_size)`` -> audio ``(B, T * hop_length, audio_channels)``."""
+    """Embeddings ``(B, Y, D)`` -> audio ``(B, Y * hop_length, R)``."""
 
     config: EncodecConfig
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x_BTE):
+    def __call__(self, x_BYD):
         cfg = self.config
         dim = cfg.num_filters * 2 ** len(cfg.upsampling_ratios)
-        x_BTC = Conv(cfg, dim, cfg.kernel_size, dtype=self.dtype, name="conv_in")(x_BTE)
+        x_BYO = Conv(cfg, dim, cfg.kernel_size, dtype=self.dtype, name="conv_in")(x_BYD)
         with jax.named_scope("lstm"):
-            x_BTC = LSTM(cfg, dim, self.dtype, name="lstm")(x_BTC)
+            x_BYO = LSTM(cfg, dim, self.dtype, name="lstm")(x_BYO)
         for s, ratio in enumerate(cfg.upsampling_ratios):
             with jax.named_scope(f"stage_{s}"):
-                x_BTC = DecoderStage(cfg, dim, ratio, self.dtype, name=f"stage_{s}")(x_BTC)
+                x_BYO = DecoderStage(cfg, dim, ratio, self.dtype, name=f"stage_{s}")(x_BYO)
             dim //= 2
-        return Conv(cfg, cfg.audio_channels, cfg.last_kernel_size, dtype=self.dtype, name="conv_out")(_elu(x_BTC))
+        return Conv(cfg, cfg.audio_channels, cfg.last_kernel_size, dtype=self.dtype, name="conv_out")(_elu(x_BYO))
 
 
 class ResidualVectorQuantizer(nn.Module):
-    """Residual VQ over ``num_quantizers`` stacked codebooks ``(Q, V, E)``."""
+    """Residual VQ over ``num_quantizers`` stacked codebooks ``(K, V, D)``."""
 
     config: EncodecConfig
 
@@ -362,36 +360,36 @@ class ResidualVectorQuantizer(nn.Module):
         shape = (cfg.num_quantizers, cfg.codebook_size, cfg.codebook_dim)
         self.codebooks = self.param("codebooks", nn.initializers.normal(1.0), shape)
 
-    def encode(self, x_BTE, num_quantizers: int):
-        """Embeddings ``(B, T, E)`` -> codes int32 ``(Q', B, T)`` from the first ``num_quantizers`` codebooks.
+    def encode(self, x_BYD, num_quantizers: int):
+        """Embeddings ``(B, Y, D)`` -> codes int32 ``(K', B, Y)`` from the first ``num_quantizers`` codebooks.
 
         Each quantizer takes the codeword nearest to the running residual, by HF's distance
         ``-(|x|^2 - 2 x.e + |e|^2)`` evaluated in that order (float32), first index on ties (torch's max).
         """
-        codebooks_QVE = self.codebooks[:num_quantizers].astype(jnp.float32)
+        codebooks_KVD = self.codebooks[:num_quantizers].astype(jnp.float32)
 
-        def step(residual_BTE, codebook_VE):
-            sq_BT1 = jnp.sum(jnp.square(residual_BTE), axis=-1, keepdims=True)
-            dots_BTV = jnp.einsum("BTE,VE->BTV", residual_BTE, codebook_VE, precision=_PRECISION)
-            dist_BTV = -(sq_BT1 - 2 * dots_BTV + jnp.sum(jnp.square(codebook_VE), axis=-1))
-            codes_BT = jnp.argmax(dist_BTV, axis=-1).astype(jnp.int32)
-            return residual_BTE - codebook_VE[codes_BT], codes_BT
+        def step(residual_BYD, codebook_VD):
+            sq_BY1 = jnp.sum(jnp.square(residual_BYD), axis=-1, keepdims=True)
+            dots_BYV = jnp.einsum("BYD,VD->BYV", residual_BYD, codebook_VD, precision=_PRECISION)
+            dist_BYV = -(sq_BY1 - 2 * dots_BYV + jnp.sum(jnp.square(codebook_VD), axis=-1))
+            codes_BY = jnp.argmax(dist_BYV, axis=-1).astype(jnp.int32)
+            return residual_BYD - codebook_VD[codes_BY], codes_BY
 
-        _, codes_QBT = jax.lax.scan(step, x_BTE.astype(jnp.float32), codebooks_QVE)
-        return codes_QBT
+        _, codes_KBY = jax.lax.scan(step, x_BYD.astype(jnp.float32), codebooks_KVD)
+        return codes_KBY
 
-    def decode(self, codes_QBT):
-        """Codes ``(Q', B, T)`` -> the sum of their codewords ``(B, T, E)``, added one codebook after another."""
-        codebooks_QVE = self.codebooks[: codes_QBT.shape[0]]
+    def decode(self, codes_KBY):
+        """Codes ``(K', B, Y)`` -> the sum of their codewords ``(B, Y, D)``, added one codebook after another."""
+        codebooks_KVD = self.codebooks[: codes_KBY.shape[0]]
 
-        def step(total_BTE, inputs):
-            codebook_VE, codes_BT = inputs
-            return total_BTE + codebook_VE[codes_BT], None
+        def step(total_BYD, inputs):
+            codebook_VD, codes_BY = inputs
+            return total_BYD + codebook_VD[codes_BY], None
 
-        Q, B, T = codes_QBT.shape
-        zeros = jnp.zeros((B, T, codebooks_QVE.shape[-1]), codebooks_QVE.dtype)
-        total_BTE, _ = jax.lax.scan(step, zeros, (codebooks_QVE, codes_QBT))
-        return total_BTE
+        K, B, Y = codes_KBY.shape
+        zeros = jnp.zeros((B, Y, codebooks_KVD.shape[-1]), codebooks_KVD.dtype)
+        total_BYD, _ = jax.lax.scan(step, zeros, (codebooks_KVD, codes_KBY))
+        return total_BYD
 
 
 class Encodec(nn.Module):
@@ -406,41 +404,41 @@ class Encodec(nn.Module):
         if self.config.num_quantizers > 0:
             self.quantizer = ResidualVectorQuantizer(self.config)
 
-    def encode(self, audio_BCT, num_quantizers: int):
-        """Audio ``(B, C, T)`` -> ``(codes int32 (B, Q', ceil(T / hop_length)), scale (B, 1) float32 or None)``.
+    def encode(self, audio_BRA, num_quantizers: int):
+        """Audio ``(B, R, A)`` -> ``(codes int32 (B, K', ceil(A / hop_length)), scale (B, 1) float32 or None)``.
 
         With ``normalize``, the audio is divided by HF's scale ``rms(mean over channels) + 1e-8`` first.
         """
         scale_B1 = None
-        x_BCT = audio_BCT.astype(jnp.float32)
+        x_BRA = audio_BRA.astype(jnp.float32)
         if self.config.normalize:
-            mono_B1T = jnp.sum(x_BCT, axis=1, keepdims=True) / x_BCT.shape[1]
-            scale_B11 = jnp.sqrt(jnp.mean(jnp.square(mono_B1T), axis=-1, keepdims=True)) + 1e-8
-            x_BCT = x_BCT / scale_B11
+            mono_B1A = jnp.sum(x_BRA, axis=1, keepdims=True) / x_BRA.shape[1]
+            scale_B11 = jnp.sqrt(jnp.mean(jnp.square(mono_B1A), axis=-1, keepdims=True)) + 1e-8
+            x_BRA = x_BRA / scale_B11
             scale_B1 = scale_B11.reshape(-1, 1)
         with jax.named_scope("encoder"):
-            emb_BTE = self.encoder(jnp.swapaxes(x_BCT, 1, 2).astype(self.dtype))
+            emb_BYD = self.encoder(jnp.swapaxes(x_BRA, 1, 2).astype(self.dtype))
         with jax.named_scope("quantizer"):
-            codes_QBT = self.quantizer.encode(emb_BTE, num_quantizers)
-        return jnp.transpose(codes_QBT, (1, 0, 2)), scale_B1
+            codes_KBY = self.quantizer.encode(emb_BYD, num_quantizers)
+        return jnp.transpose(codes_KBY, (1, 0, 2)), scale_B1
 
-    def decode(self, codes_BQT, scale_B1=None):
-        """Codes ``(B, Q', T)`` -> audio float32 ``(B, C, T * hop_length)``, times ``scale`` when given."""
+    def decode(self, codes_BKY, scale_B1=None):
+        """Codes ``(B, K', Y)`` -> audio float32 ``(B, R, Y * hop_length)``, times ``scale`` when given."""
         with jax.named_scope("quantizer"):
-            emb_BTE = self.quantizer.decode(jnp.transpose(codes_BQT, (1, 0, 2)))
+            emb_BYD = self.quantizer.decode(jnp.transpose(codes_BKY, (1, 0, 2)))
         with jax.named_scope("decoder"):
-            audio_BTC = self.decoder(emb_BTE.astype(self.dtype))
-        audio_BCT = jnp.swapaxes(audio_BTC, 1, 2).astype(jnp.float32)
+            audio_BAR = self.decoder(emb_BYD.astype(self.dtype))
+        audio_BRA = jnp.swapaxes(audio_BAR, 1, 2).astype(jnp.float32)
         if scale_B1 is not None:
-            audio_BCT = audio_BCT * scale_B1.astype(jnp.float32).reshape(-1, 1, 1)
-        return audio_BCT
+            audio_BRA = audio_BRA * scale_B1.astype(jnp.float32).reshape(-1, 1, 1)
+        return audio_BRA
 
-    def __call__(self, audio_BCT):
+    def __call__(self, audio_BRA):
         """Touches every parameter (for ``init``): encoder, quantizer (when present) and decoder."""
-        emb_BTE = self.encoder(jnp.swapaxes(audio_BCT, 1, 2).astype(self.dtype))
+        emb_BYD = self.encoder(jnp.swapaxes(audio_BRA, 1, 2).astype(self.dtype))
         if self.config.num_quantizers > 0:
-            self.quantizer.encode(emb_BTE, self.config.num_quantizers)
-        return self.decoder(emb_BTE)
+            self.quantizer.encode(emb_BYD, self.config.num_quantizers)
+        return self.decoder(emb_BYD)
 
 
 def abstract_params(config: EncodecConfig) -> Any:
@@ -466,18 +464,18 @@ def _param_dtype(params):
 
 
 @functools.partial(jax.jit, static_argnames=("config", "num_quantizers"))
-def encode_audio(params, audio_BCT, config: EncodecConfig, num_quantizers: int):
-    """Jitted codec encode: ``params`` (the codec's tree), audio ``(B, C, T)`` ->
-    ``(codes int32 (B, num_quantizers, ceil(T / hop_length)), scale float32 (B, 1) or None)``."""
+def encode_audio(params, audio_BRA, config: EncodecConfig, num_quantizers: int):
+    """Jitted codec encode: ``params`` (the codec's tree), audio ``(B, R, A)`` ->
+    ``(codes int32 (B, num_quantizers, ceil(A / hop_length)), scale float32 (B, 1) or None)``."""
     model = Encodec(config, _param_dtype(params))
-    return model.apply({"params": params}, audio_BCT, num_quantizers, method=Encodec.encode)
+    return model.apply({"params": params}, audio_BRA, num_quantizers, method=Encodec.encode)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def decode_codes(params, codes_BQT, scale_B1, config: EncodecConfig):
-    """Jitted codec decode: codes int ``(B, Q', T)`` (``scale`` ``(B, 1)`` or None) -> audio ``(B, C, T * hop)``."""
+def decode_codes(params, codes_BKY, scale_B1, config: EncodecConfig):
+    """Jitted codec decode: codes int ``(B, K', Y)`` (``scale`` ``(B, 1)`` or None) -> audio ``(B, R, Y * hop)``."""
     model = Encodec(config, _param_dtype(params))
-    return model.apply({"params": params}, codes_BQT, scale_B1, method=Encodec.decode)
+    return model.apply({"params": params}, codes_BKY, scale_B1, method=Encodec.decode)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -87,7 +87,7 @@ def encode_conditions(model, input_ids, attention_mask, input_features, batch: i
 
 
 def prompt_codes(model, batch: int, decoder_input_ids, audio_prompt, knobs: Knobs) -> np.ndarray:
-    """Stage 3: the decoder's starting codes ``(B * K, S)`` in HF's layout: BOS, then the codes to continue
+    """Stage 3: the decoder's starting codes ``(B * K, Q)`` in HF's layout: BOS, then the codes to continue
     (``decoder_input_ids``, or ``audio_prompt`` encoded with EnCodec)."""
     dec = model.config.decoder
     if audio_prompt is not None:
@@ -169,7 +169,7 @@ def decode_length(
 def run_loop(
     decoder_params, prefix_BPD, prompt, total: int, knobs: Knobs, rng, decoder_config, progress=None
 ) -> tuple[np.ndarray, dict]:
-    """Stage 5: the compiled loop. ``prompt`` ``(B * K, S)`` -> codes ``(B, K, frames)`` (delay pattern reverted)
+    """Stage 5: the compiled loop. ``prompt`` ``(B * K, Q)`` -> codes ``(B, K, frames)`` (delay pattern reverted)
     and its timings (``prefill_seconds``, ``decode_seconds``, ``compile_seconds``). ``progress(done, total)`` runs
     the steps in compiled chunks of 32 with one host sync each."""
     dec = decoder_config

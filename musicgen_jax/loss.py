@@ -1,7 +1,6 @@
 """HF's language-modelling loss for MusicGen Melody: pure functions below both the model and the trainer.
 
-Einsum letters: B batch, S text length, F chroma frames, C chroma bins, T target (code) length, K codebooks,
-V vocab (logits).
+Einsum letters: the package legend (``musicgen_jax/__init__.py``).
 
 The loss is HF's ``MusicgenMelodyForConditionalGeneration.forward(..., labels=...)``: labels ``(B, T, K)`` int
 (HF's layout, already in the delay pattern), decoder inputs ``shift_tokens_right(labels)`` (BOS first, -100 -> pad),
@@ -53,21 +52,21 @@ def check_labels(labels, num_codebooks: int, vocab_size: int) -> np.ndarray:
     return array.astype(np.int64)
 
 
-def delay_labels(codes_BKF: np.ndarray, pad_token_id: int, audio_channels: int = 1) -> np.ndarray:
-    """Codec codes ``(B, K, F)`` -> training labels ``(B, F + K' - 1, K)`` in HF's layout (``K'`` codebooks per
+def delay_labels(codes_BKY: np.ndarray, pad_token_id: int, audio_channels: int = 1) -> np.ndarray:
+    """Codec codes ``(B, K, Y)`` -> training labels ``(B, Y + K' - 1, K)`` in HF's layout (``K'`` codebooks per
     channel).
 
     The labels are the code buffer that ``generate`` fills, without its BOS column: codebook k (stereo: pair k) is
     delayed by k and ``pad_token_id`` fills the triangles (ignored by the loss). Negative codes (e.g. -100 for
     frames past the end of a clip) stay in place and are ignored too.
     """
-    B, K, F = codes_BKF.shape
+    B, K, Y = codes_BKY.shape
     per_channel = K // audio_channels
-    length = F + per_channel  # BOS + F frames + the delays
+    length = Y + per_channel  # BOS + Y frames + the delays
     if length < 2 * per_channel - 1:
-        raise ValueError(f"{F} frames are too few for the delay pattern of {per_channel} codebooks")
+        raise ValueError(f"{Y} frames are too few for the delay pattern of {per_channel} codebooks")
     bos = np.full((B, K, 1), pad_token_id, np.int64)
-    ids = np.concatenate([bos, codes_BKF.astype(np.int64)], axis=2)
+    ids = np.concatenate([bos, codes_BKY.astype(np.int64)], axis=2)
     _, pattern_BKT = sampling.build_delay_pattern(ids, pad_token_id, length, audio_channels)
     return np.swapaxes(pattern_BKT[:, :, 1:], 1, 2)
 
@@ -142,9 +141,9 @@ def loss_and_metrics(
         params,
         config,
         ids_BKT,
-        text_BSE=text,
-        text_mask_BS=mask,
-        chroma_BFC=features,
+        text_BWE=text,
+        text_mask_BW=mask,
+        chroma_BMC=features,
         target_mask_BT=batch.get("decoder_attention_mask"),
         deterministic=deterministic,
         rng=decoder_rng,
@@ -169,8 +168,8 @@ def loss_fn(
       params: the full parameter tree (``text_encoder``, ``decoder``, projections; ``audio_encoder`` is unused).
       config: the model config (static under jit).
       batch: ``labels`` int ``(B, T, K)`` in HF's layout (delay pattern applied; -100 or ``pad_token_id`` where
-        nothing is scored); optional ``input_ids``/``attention_mask`` int ``(B, S)`` (text), ``input_features`` float
-        ``(B, F, C)`` (chroma), ``decoder_attention_mask`` ``(B, T)``, and ``decoder_input_ids`` int ``(B, K, T)``
+        nothing is scored); optional ``input_ids``/``attention_mask`` int ``(B, W)`` (text), ``input_features`` float
+        ``(B, M, C)`` (chroma), ``decoder_attention_mask`` ``(B, T)``, and ``decoder_input_ids`` int ``(B, K, T)``
         (default: ``shift_tokens_right(labels)``, as HF).
       rng: PRNG key for dropout (needed when ``deterministic`` is False).
       deterministic: False applies the config's dropout rates (the decoder's; T5's only when it is trainable).

@@ -264,9 +264,9 @@ class MusicgenMelodyForConditionalGeneration:
             self.params,
             cfg,
             jnp.asarray(ids_BKT),
-            text_BSE=text,
-            text_mask_BS=mask,
-            chroma_BFC=feats,
+            text_BWE=text,
+            text_mask_BW=mask,
+            chroma_BMC=feats,
             prefix_BPD=prefix,
             target_mask_BT=key_mask,
         )
@@ -377,9 +377,9 @@ class MusicgenMelodyForConditionalGeneration:
         }
         return GenerateOutput(sequences=audio, audio_codes=codes, stats=stats)
 
-    def decode_audio(self, codes_BKF) -> np.ndarray:
+    def decode_audio(self, codes_BKY) -> np.ndarray:
         """Codes ``(batch, num_codebooks, frames)`` -> float32 audio ``(batch, audio_channels, samples)``."""
-        codes = jnp.asarray(codes_BKF, jnp.int32)
+        codes = jnp.asarray(codes_BKY, jnp.int32)
         codec = self.audio_encoder
         if self.config.decoder.audio_channels == 2:
             return np.concatenate(

@@ -53,10 +53,10 @@ def _fill(names: tuple[str, ...], shape: tuple[int, ...], rng: np.random.Generat
         "gate": lambda s: s[-2],
         "down": lambda s: s[-2],  # (..., F, D)
         "lm_heads": lambda s: s[-2],  # (K, D, V)
-        "w_in": lambda s: s[-3],  # LSTM (L, C, G, D)
+        "w_in": lambda s: s[-3],  # LSTM (L, I, G, O)
         "w_rec": lambda s: s[-3],
-        "v": lambda s: s[0] * s[1],  # conv (W, I, O)
-        "kernel": lambda s: math.prod(s[:-1]),  # conv (W, I, O) or projection (E, D)
+        "v": lambda s: s[0] * s[1],  # conv (Z, I, O)
+        "kernel": lambda s: math.prod(s[:-1]),  # conv (Z, I, O) or projection (E, D)
     }
     if name in ("scale", "g"):
         return np.ones(shape, np.float32)

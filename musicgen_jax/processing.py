@@ -63,7 +63,7 @@ class MusicgenMelodyProcessor:
         return out
 
     def get_unconditional_inputs(self, num_samples: int = 1, return_tensors: str = "np") -> BatchEncoding:  # noqa: ARG002
-        """HF's null inputs for unconditional generation: empty texts with an all-zero attention mask (int64 (B, S))."""
+        """HF's null inputs for unconditional generation: empty texts with an all-zero attention mask (int64 (B, W))."""
         inputs = self.tokenizer([""] * num_samples, return_tensors="np")
         inputs["attention_mask"] = np.zeros_like(inputs["attention_mask"])
         return inputs

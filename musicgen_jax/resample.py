@@ -1,6 +1,8 @@
 """torchaudio's ``functional.resample`` (``method="sinc_interp_hann"``) without torchaudio: the kernel in numpy, the
 strided convolution in JAX. HF's feature extractor resamples melodies with it, and so do :func:`musicgen_jax.audio.load`
 and the chroma extractor here, with HF's parameters (:data:`HF_LOWPASS_FILTER_WIDTH`, :data:`HF_ROLLOFF`).
+
+Einsum letters: the package legend (``musicgen_jax/__init__.py``).
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ def sinc_resample_kernel(
 ) -> tuple[np.ndarray, int]:
     """torchaudio's Hann-windowed sinc kernel for ``orig_freq -> new_freq``.
 
-    Returns ``(kernel, width)``: ``kernel`` is float32 (J, K) with J = new_freq / gcd output phases and
-    K = 2 * width + orig_freq / gcd taps; the input is zero-padded by ``width`` on the left before convolving.
+    Returns ``(kernel, width)``: ``kernel`` is float32 (J, Z) with J = new_freq / gcd output phases and
+    Z = 2 * width + orig_freq / gcd taps; the input is zero-padded by ``width`` on the left before convolving.
     """
     orig_freq, new_freq = _integral_rate(orig_freq, "orig_freq"), _integral_rate(new_freq, "new_freq")
     if lowpass_filter_width <= 0:
@@ -61,20 +63,20 @@ def sinc_resample_kernel(
 
 
 @functools.partial(jax.jit, static_argnames=("stride", "width", "target_length"))
-def _apply_resample_kernel(x_BL: jax.Array, kernel_JK: jax.Array, *, stride: int, width: int, target_length: int):
+def _apply_resample_kernel(x_BA: jax.Array, kernel_JZ: jax.Array, *, stride: int, width: int, target_length: int):
     """torchaudio's `_apply_sinc_resample_kernel`: zero-pad, strided conv1d, interleave the J phases, cut."""
-    batch = x_BL.shape[0]
-    x_BL = jnp.pad(x_BL, ((0, 0), (width, width + stride)))
-    y_BJT = jax.lax.conv_general_dilated(
-        x_BL[:, None, :],
-        kernel_JK[:, None, :],
+    batch = x_BA.shape[0]
+    x_BA = jnp.pad(x_BA, ((0, 0), (width, width + stride)))
+    y_BJY = jax.lax.conv_general_dilated(
+        x_BA[:, None, :],
+        kernel_JZ[:, None, :],
         window_strides=(stride,),
         padding="VALID",
         dimension_numbers=("NCH", "OIH", "NCH"),
         precision=_HIGHEST,
     )
-    y_BL = jnp.swapaxes(y_BJT, 1, 2).reshape(batch, -1)
-    return y_BL[:, :target_length]
+    y_BA = jnp.swapaxes(y_BJY, 1, 2).reshape(batch, -1)
+    return y_BA[:, :target_length]
 
 
 def resample(
@@ -83,13 +85,13 @@ def resample(
     """``torchaudio.functional.resample`` (Hann-windowed sinc) along the last axis, in float32.
 
     Args:
-        waveform: float array (..., L).
+        waveform: float array (..., A).
         orig_freq, new_freq: integer sampling rates in Hz.
         lowpass_filter_width, rolloff: torchaudio's parameters and defaults. The feature extractor (like HF) uses
             ``lowpass_filter_width=24, rolloff=0.945``.
 
     Returns:
-        float32 numpy array (..., L') with ``L' = ceil(new_freq * L / orig_freq)`` (see the float32 quirk below).
+        float32 numpy array (..., A') with ``A' = ceil(new_freq * A / orig_freq)`` (see the float32 quirk below).
     """
     x = np.asarray(waveform, dtype=np.float32)
     orig_freq, new_freq = _integral_rate(orig_freq, "orig_freq"), _integral_rate(new_freq, "new_freq")

@@ -1,7 +1,6 @@
 """The generation loop: delay pattern, one jit-compiled prefill + ``lax.scan`` decode over a KV cache, CFG, sampling.
 
-Einsum letters: B batch (2B rows run through the decoder under classifier-free guidance), K codebooks,
-T sequence length of the code buffer (``max_length``), P conditioning prefix length, D model dim, V vocab.
+Einsum letters: the package legend (``musicgen_jax/__init__.py``).
 
 The whole autoregressive loop is one XLA program: the prefix and the prompt codes are prefilled into a
 preallocated cache in one forward pass, then each scan step feeds one code per codebook and samples the next.
@@ -39,7 +38,7 @@ def build_delay_pattern(
       audio_channels: 1 or 2.
 
     Returns:
-      ``(input_ids_BKS, pattern_BKT)``: the prompt positions already determined (``S`` = the first position that
+      ``(input_ids_BKQ, pattern_BKT)``: the prompt positions already determined (``Q`` = the first position that
       must be generated, as HF computes it) and the pattern ``(B, K, max_length)``, where -1 marks positions to
       generate and any other value is forced there.
     """
@@ -91,22 +90,22 @@ def guide(logits_2BV, guidance_scale):
     return uncond + (cond - uncond) * guidance_scale
 
 
-def top_k_filter(scores_NV, top_k: int):
-    """HF ``TopKLogitsWarper``: keep every score >= the k-th largest (ties kept), others -inf."""
-    top_k = min(top_k, scores_NV.shape[-1])
-    kth = jax.lax.top_k(scores_NV, top_k)[0][..., -1:]
-    return jnp.where(scores_NV < kth, -jnp.inf, scores_NV)
+def top_k_filter(scores, top_k: int):
+    """HF ``TopKLogitsWarper``: keep every score >= the k-th largest (ties kept), others -inf. ``scores`` (rows, V)."""
+    top_k = min(top_k, scores.shape[-1])
+    kth = jax.lax.top_k(scores, top_k)[0][..., -1:]
+    return jnp.where(scores < kth, -jnp.inf, scores)
 
 
-def top_p_filter(scores_NV, top_p):
+def top_p_filter(scores, top_p):
     """HF ``TopPLogitsWarper``: sort ascending, drop tokens whose cumulative probability is <= 1 - top_p (keeping
-    at least the most likely one)."""
-    order = jnp.argsort(scores_NV, axis=-1)
-    sorted_scores = jnp.take_along_axis(scores_NV, order, axis=-1)
+    at least the most likely one). ``scores`` (rows, V)."""
+    order = jnp.argsort(scores, axis=-1)
+    sorted_scores = jnp.take_along_axis(scores, order, axis=-1)
     cumulative = jnp.cumsum(jax.nn.softmax(sorted_scores, axis=-1), axis=-1)
     remove_sorted = (cumulative <= 1 - top_p).at[..., -1].set(False)
     remove = jnp.take_along_axis(remove_sorted, jnp.argsort(order, axis=-1), axis=-1)
-    return jnp.where(remove, -jnp.inf, scores_NV)
+    return jnp.where(remove, -jnp.inf, scores)
 
 
 class SamplingParams(NamedTuple):
@@ -117,9 +116,9 @@ class SamplingParams(NamedTuple):
     guidance_scale: jax.Array
 
 
-def choose(logits_NV, params: SamplingParams, rng, *, do_sample: bool, top_k: int, use_top_p: bool):
-    """Next ids ``(N,)`` from processed float32 scores: argmax (greedy) or a categorical draw."""
-    scores = logits_NV.astype(jnp.float32)
+def choose(logits, params: SamplingParams, rng, *, do_sample: bool, top_k: int, use_top_p: bool):
+    """Next ids ``(rows,)`` from logits ``(rows, V)``, processed in float32: argmax (greedy) or a categorical draw."""
+    scores = logits.astype(jnp.float32)
     if not do_sample:
         return jnp.argmax(scores, axis=-1).astype(jnp.int32)
     scores = scores / params.temperature
@@ -193,28 +192,28 @@ def _sample(state: DecodeState, pattern_BKT, sampling: SamplingParams, spec: Loo
     return jnp.where(forced_BK == -1, ids.reshape(B, K), forced_BK).astype(jnp.int32), rng
 
 
-def _prefill(decoder_params, prefix_BPD, prompt_BKS, rng, spec: LoopSpec) -> DecodeState:
-    """The prefix and every fixed position in one pass into a fresh cache; the last logits predict position S."""
-    B, K, S = prompt_BKS.shape
+def _prefill(decoder_params, prefix_BPD, prompt_BKQ, rng, spec: LoopSpec) -> DecodeState:
+    """The prefix and every fixed position in one pass into a fresh cache; the last logits predict position Q."""
+    B, K, Q = prompt_BKQ.shape
     P = 0 if prefix_BPD is None else prefix_BPD.shape[1]
     dtype = jax.tree_util.tree_leaves(decoder_params)[0].dtype
     rows = 2 * B if spec.use_cfg else B
     scanned = is_scanned(decoder_params)
-    tokens = jnp.zeros((B, K, spec.max_length), jnp.int32).at[:, :, :S].set(prompt_BKS.astype(jnp.int32))
+    tokens = jnp.zeros((B, K, spec.max_length), jnp.int32).at[:, :, :Q].set(prompt_BKQ.astype(jnp.int32))
     if spec.use_cfg and spec.shared_uncond and B > 1:
         # The B unconditional rows are identical (the caller checked the prefix and prompt): run the B conditional
         # rows and one unconditional row, then copy that row's keys, values and logits to the other B - 1. Each row
         # is computed as before, so the numbers are the same; the prefill does B - 1 fewer rows.
         cache = KVCache.zeros(spec.config, B + 1, P + spec.max_length, dtype, scanned=scanned)
-        ids = jnp.concatenate([tokens[:, :, :S], tokens[:1, :, :S]], axis=0)
+        ids = jnp.concatenate([tokens[:, :, :Q], tokens[:1, :, :Q]], axis=0)
         prefix = None if prefix_BPD is None else prefix_BPD[: B + 1]
         logits, cache = _pass(decoder_params, spec, ids, cache, 0, prefix)
         logits = _repeat_last_row(logits, rows, axis=0)
         cache = jax.tree_util.tree_map(lambda x: _repeat_last_row(x, rows, axis=1 if scanned else 0), cache)
-        return DecodeState(jnp.asarray(S, jnp.int32), tokens, cache, logits, rng)
+        return DecodeState(jnp.asarray(Q, jnp.int32), tokens, cache, logits, rng)
     cache = KVCache.zeros(spec.config, rows, P + spec.max_length, dtype, scanned=scanned)
-    logits, cache = _run(decoder_params, spec, tokens[:, :, :S], cache, 0, prefix_BPD)
-    return DecodeState(jnp.asarray(S, jnp.int32), tokens, cache, logits, rng)
+    logits, cache = _run(decoder_params, spec, tokens[:, :, :Q], cache, 0, prefix_BPD)
+    return DecodeState(jnp.asarray(Q, jnp.int32), tokens, cache, logits, rng)
 
 
 def _advance(decoder_params, state: DecodeState, pattern_BKT, sampling, spec: LoopSpec, num_steps: int):
@@ -244,10 +243,10 @@ def _spec(config, max_length, do_sample, top_k, use_top_p, use_cfg, shared_uncon
     )
 
 
-def uncond_rows_shared(prefix_BPD, prompt_BKS) -> bool:
+def uncond_rows_shared(prefix_BPD, prompt_BKQ) -> bool:
     """Whether the unconditional half of a CFG prefix ``[cond; uncond]`` holds one row repeated and every prompt row
     is the same (host check; what :func:`decode`'s ``shared_uncond`` requires). True for generate's own prefixes."""
-    prompt = np.asarray(prompt_BKS)
+    prompt = np.asarray(prompt_BKQ)
     B = prompt.shape[0]
     if B < 2 or prefix_BPD is None or prefix_BPD.shape[0] != 2 * B or not (prompt == prompt[:1]).all():
         return False
@@ -262,7 +261,7 @@ def uncond_rows_shared(prefix_BPD, prompt_BKS) -> bool:
 def decode(
     decoder_params,
     prefix_BPD,
-    prompt_BKS,
+    prompt_BKQ,
     pattern_BKT,
     rng,
     sampling: SamplingParams,
@@ -280,18 +279,18 @@ def decode(
     Args:
       decoder_params: the ``decoder`` parameter subtree.
       prefix_BPD: conditioning prefix ``(B', P, D)`` (``B' = 2B``, ``[cond; uncond]``, when ``use_cfg``), or None.
-      prompt_BKS: int ``(B, K, S)`` the positions already fixed by BOS/prompt (from :func:`build_delay_pattern`).
+      prompt_BKQ: int ``(B, K, Q)`` the positions already fixed by BOS/prompt (from :func:`build_delay_pattern`).
       pattern_BKT: int ``(B, K, max_length)`` the delay pattern (-1 where codes are generated).
       rng: a PRNG key (unused when greedy).
       sampling: temperature / top_p / guidance_scale as arrays.
       shared_uncond: the unconditional rows of the prefix are one row repeated and all prompt rows are equal
         (:func:`uncond_rows_shared`): the prefill then runs B + 1 rows instead of 2B. Same result.
     """
-    if max_length <= prompt_BKS.shape[2]:
-        raise ValueError(f"max_length {max_length} leaves nothing to generate after {prompt_BKS.shape[2]} positions")
+    if max_length <= prompt_BKQ.shape[2]:
+        raise ValueError(f"max_length {max_length} leaves nothing to generate after {prompt_BKQ.shape[2]} positions")
     spec = _spec(config, max_length, do_sample, top_k, use_top_p, use_cfg, shared_uncond)
-    state = _prefill(decoder_params, prefix_BPD, prompt_BKS, rng, spec)
-    state = _advance(decoder_params, state, pattern_BKT, sampling, spec, max_length - prompt_BKS.shape[2] - 1)
+    state = _prefill(decoder_params, prefix_BPD, prompt_BKQ, rng, spec)
+    state = _advance(decoder_params, state, pattern_BKT, sampling, spec, max_length - prompt_BKQ.shape[2] - 1)
     return _finish(state, pattern_BKT, sampling, spec)
 
 
@@ -342,7 +341,7 @@ class _Phase:
 def run_loop(
     decoder_params,
     prefix_BPD,
-    prompt_BKS,
+    prompt_BKQ,
     pattern_BKT,
     rng,
     sampling: SamplingParams,
@@ -361,14 +360,14 @@ def run_loop(
     (tracing, lowering and XLA compilation during this call, excluded from the other two).
     """
     spec = _spec(**static)
-    total = spec.max_length - prompt_BKS.shape[2]
+    total = spec.max_length - prompt_BKQ.shape[2]
     if total <= 0:
         raise ValueError(
-            f"max_length {spec.max_length} leaves nothing to generate after {prompt_BKS.shape[2]} positions"
+            f"max_length {spec.max_length} leaves nothing to generate after {prompt_BKQ.shape[2]} positions"
         )
     timings: dict = {"compile_seconds": 0.0}
     with _Phase(timings, "prefill_seconds"):
-        state = jax.block_until_ready(_prefill_jit(decoder_params, prefix_BPD, prompt_BKS, rng, spec=spec))
+        state = jax.block_until_ready(_prefill_jit(decoder_params, prefix_BPD, prompt_BKQ, rng, spec=spec))
     with _Phase(timings, "decode_seconds"):
         done, remaining = 1, total - 1  # the prefill's logits give the first position
         step = remaining if chunk is None else chunk
@@ -390,7 +389,7 @@ def run_loop(
 def decode_in_chunks(
     decoder_params,
     prefix_BPD,
-    prompt_BKS,
+    prompt_BKQ,
     pattern_BKT,
     rng,
     sampling: SamplingParams,
@@ -401,6 +400,6 @@ def decode_in_chunks(
 ):
     """:func:`run_loop` in chunks of ``chunk`` steps; returns ``(tokens_BKT, compile_seconds)``."""
     tokens, timings = run_loop(
-        decoder_params, prefix_BPD, prompt_BKS, pattern_BKT, rng, sampling, chunk=chunk, on_chunk=on_chunk, **static
+        decoder_params, prefix_BPD, prompt_BKQ, pattern_BKT, rng, sampling, chunk=chunk, on_chunk=on_chunk, **static
     )
     return tokens, timings["compile_seconds"]

@@ -1,8 +1,7 @@
 """Sharding by logical axis names: one table gives every parameter its logical axes, one rules table maps those
 names to the axes of a ``("data", "model")`` device mesh.
 
-Einsum letters as in ``decoder.py``: B batch, P prefix length, K codebooks, V vocab, D model dim, N heads, H head
-dim, F ffn dim, L layers (and E the T5 model dim, U T5's relative position buckets).
+Einsum letters: the package legend (``musicgen_jax/__init__.py``).
 
 A dimension whose size does not divide its mesh axis is replicated rather than refused (e.g. the decoder's
 embedding has ``V + 1`` rows, which no even ``model`` axis divides). Small tensors (norms, biases, the relative
@@ -186,7 +185,7 @@ def cache_sharding(mesh: Mesh, rows: int, num_heads: int, scanned: bool = True) 
     return NamedSharding(mesh, PartitionSpec(None, *spec) if scanned else spec)
 
 
-def decode(mesh: Mesh, decoder_params, prefix_BPD, prompt_BKS, pattern_BKT, rng, knobs, **static):
+def decode(mesh: Mesh, decoder_params, prefix_BPD, prompt_BKQ, pattern_BKT, rng, knobs, **static):
     """:func:`musicgen_jax.sampling.decode` on ``mesh``: the parameters by the rules, the (CFG-doubled) prefix, the
     prompt and the pattern split over ``data``, and the returned code buffer ``(B, K, max_length)`` too.
 
@@ -195,9 +194,9 @@ def decode(mesh: Mesh, decoder_params, prefix_BPD, prompt_BKS, pattern_BKT, rng,
     batch (``data``) and the heads (``model``) of the keys and values written into it.
     """
     decoder_params = jax.device_put(decoder_params, shardings_for({"decoder": decoder_params}, mesh)["decoder"])
-    prefix_BPD, prompt_BKS, pattern_BKT = shard_batch((prefix_BPD, prompt_BKS, pattern_BKT), mesh)
+    prefix_BPD, prompt_BKQ, pattern_BKT = shard_batch((prefix_BPD, prompt_BKQ, pattern_BKT), mesh)
     rng, knobs = jax.device_put((rng, knobs), NamedSharding(mesh, PartitionSpec()))
-    return sampling.decode(decoder_params, prefix_BPD, prompt_BKS, pattern_BKT, rng, knobs, **static)
+    return sampling.decode(decoder_params, prefix_BPD, prompt_BKQ, pattern_BKT, rng, knobs, **static)
 
 
 __all__ = [

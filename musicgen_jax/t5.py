@@ -1,8 +1,6 @@
 """The frozen T5 text encoder of MusicGen (HF ``T5EncoderModel``: ``T5Stack`` with ``is_decoder=False``).
 
-Einsum letters: B batch, S sequence (query positions), T the same sequence as key positions, N heads, H head dim
-(``d_kv``), E model dim (``d_model``), F ffn dim (``d_ff``), C the three fused projections (q, k, v), U relative
-position buckets, V vocab, L layers.
+Einsum letters: the package legend (``musicgen_jax/__init__.py``).
 
 Layout of the parameter tree (what ``convert/t5.py`` writes):
   embed              (V, E)            token embedding (HF ``shared``, tied to ``encoder.embed_tokens``)
@@ -48,41 +46,41 @@ class RMSNorm(nn.Module):
 def relative_position_buckets(query_len: int, key_len: int, num_buckets: int, max_distance: int) -> jax.Array:
     """HF ``T5Attention._relative_position_bucket`` with ``bidirectional=True``, for every (query, key) pair.
 
-    Returns int32 ``(S, T)`` in ``[0, num_buckets)``. Half the buckets hold keys after the query, half keys at or
+    Returns int32 ``(W, S)`` in ``[0, num_buckets)``. Half the buckets hold keys after the query, half keys at or
     before it; within each half, distances below ``num_buckets // 4`` get one bucket each, larger ones share
     logarithmically wider buckets up to ``max_distance``, beyond which all share the last bucket.
     """
-    relative_ST = jnp.arange(key_len)[None, :] - jnp.arange(query_len)[:, None]  # key position - query position
+    relative_WS = jnp.arange(key_len)[None, :] - jnp.arange(query_len)[:, None]  # key position - query position
     half = num_buckets // 2
-    buckets_ST = jnp.where(relative_ST > 0, half, 0)
-    distance_ST = jnp.abs(relative_ST)
+    buckets_WS = jnp.where(relative_WS > 0, half, 0)
+    distance_WS = jnp.abs(relative_WS)
     max_exact = half // 2
     # Float32 like HF; the cast truncates towards zero as torch's `.to(torch.long)` does (the value is >= 0 wherever
     # it is used). max(distance, 1) only avoids log(0) at positions the `where` discards anyway.
-    ratio_ST = jnp.maximum(distance_ST, 1).astype(jnp.float32) / max_exact
-    log_ST = jnp.log(ratio_ST) / math.log(max_distance / max_exact) * (half - max_exact)
-    large_ST = jnp.minimum(max_exact + log_ST.astype(jnp.int32), half - 1)
-    return buckets_ST + jnp.where(distance_ST < max_exact, distance_ST, large_ST)
+    ratio_WS = jnp.maximum(distance_WS, 1).astype(jnp.float32) / max_exact
+    log_WS = jnp.log(ratio_WS) / math.log(max_distance / max_exact) * (half - max_exact)
+    large_WS = jnp.minimum(max_exact + log_WS.astype(jnp.int32), half - 1)
+    return buckets_WS + jnp.where(distance_WS < max_exact, distance_WS, large_WS)
 
 
 class Attention(nn.Module):
-    """Bidirectional self-attention without ``1/sqrt(H)`` scaling (T5 folds it into the init); adds ``bias_BNST``."""
+    """Bidirectional self-attention without ``1/sqrt(H)`` scaling (T5 folds it into the init); adds ``bias_BNWS``."""
 
     config: T5Config
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x_BSE, bias_BNST):
+    def __call__(self, x_BWE, bias_BNWS):
         cfg = self.config
         E, N, H = cfg.d_model, cfg.num_heads, cfg.d_kv
         qkv = self.param("qkv", _init, (E, 3, N, H))
         out = self.param("out", _init, (N, H, E))
-        q_BSNH, k_BTNH, v_BTNH = jnp.einsum("BSE,ECNH->CBSNH", x_BSE, qkv.astype(x_BSE.dtype))
-        scores_BNST = jnp.einsum("BSNH,BTNH->BNST", q_BSNH, k_BTNH)
-        probs_BNST = jax.nn.softmax(scores_BNST.astype(jnp.float32) + bias_BNST, axis=-1).astype(x_BSE.dtype)
-        probs_BNST = nn.Dropout(cfg.dropout_rate)(probs_BNST, deterministic=self.deterministic)
-        attn_BSNH = jnp.einsum("BNST,BTNH->BSNH", probs_BNST, v_BTNH)
-        return jnp.einsum("BSNH,NHE->BSE", attn_BSNH, out.astype(x_BSE.dtype))
+        q_BWNH, k_BSNH, v_BSNH = jnp.einsum("BWE,EGNH->GBWNH", x_BWE, qkv.astype(x_BWE.dtype))
+        scores_BNWS = jnp.einsum("BWNH,BSNH->BNWS", q_BWNH, k_BSNH)
+        probs_BNWS = jax.nn.softmax(scores_BNWS.astype(jnp.float32) + bias_BNWS, axis=-1).astype(x_BWE.dtype)
+        probs_BNWS = nn.Dropout(cfg.dropout_rate)(probs_BNWS, deterministic=self.deterministic)
+        attn_BWNH = jnp.einsum("BNWS,BSNH->BWNH", probs_BNWS, v_BSNH)
+        return jnp.einsum("BWNH,NHE->BWE", attn_BWNH, out.astype(x_BWE.dtype))
 
 
 class MLP(nn.Module):
@@ -93,20 +91,20 @@ class MLP(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x_BSE):
+    def __call__(self, x_BWE):
         cfg = self.config
         E, F = cfg.d_model, cfg.d_ff
         act = activation(cfg.dense_act_fn)
         up = self.param("up", _init, (E, F))
         down = self.param("down", _init, (F, E))
-        h_BSF = jnp.einsum("BSE,EF->BSF", x_BSE, up.astype(x_BSE.dtype))
+        h_BWF = jnp.einsum("BWE,EF->BWF", x_BWE, up.astype(x_BWE.dtype))
         if cfg.is_gated_act:
             gate = self.param("gate", _init, (E, F))
-            h_BSF = act(jnp.einsum("BSE,EF->BSF", x_BSE, gate.astype(x_BSE.dtype))) * h_BSF
+            h_BWF = act(jnp.einsum("BWE,EF->BWF", x_BWE, gate.astype(x_BWE.dtype))) * h_BWF
         else:
-            h_BSF = act(h_BSF)
-        h_BSF = nn.Dropout(cfg.dropout_rate)(h_BSF, deterministic=self.deterministic)
-        return jnp.einsum("BSF,FE->BSE", h_BSF, down.astype(x_BSE.dtype))
+            h_BWF = act(h_BWF)
+        h_BWF = nn.Dropout(cfg.dropout_rate)(h_BWF, deterministic=self.deterministic)
+        return jnp.einsum("BWF,FE->BWE", h_BWF, down.astype(x_BWE.dtype))
 
 
 class EncoderLayer(nn.Module):
@@ -116,27 +114,27 @@ class EncoderLayer(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x_BSE, bias_BNST):
+    def __call__(self, x_BWE, bias_BNWS):
         cfg = self.config
         with jax.named_scope("attn"):
-            h = RMSNorm(cfg.layer_norm_epsilon, name="attn_norm")(x_BSE)
-            h = Attention(cfg, self.deterministic, name="attn")(h, bias_BNST)
-            x_BSE = x_BSE + nn.Dropout(cfg.dropout_rate)(h, deterministic=self.deterministic)
+            h = RMSNorm(cfg.layer_norm_epsilon, name="attn_norm")(x_BWE)
+            h = Attention(cfg, self.deterministic, name="attn")(h, bias_BNWS)
+            x_BWE = x_BWE + nn.Dropout(cfg.dropout_rate)(h, deterministic=self.deterministic)
         with jax.named_scope("mlp"):
-            h = RMSNorm(cfg.layer_norm_epsilon, name="mlp_norm")(x_BSE)
+            h = RMSNorm(cfg.layer_norm_epsilon, name="mlp_norm")(x_BWE)
             h = MLP(cfg, self.deterministic, name="mlp")(h)
-            x_BSE = x_BSE + nn.Dropout(cfg.dropout_rate)(h, deterministic=self.deterministic)
-        return x_BSE, None
+            x_BWE = x_BWE + nn.Dropout(cfg.dropout_rate)(h, deterministic=self.deterministic)
+        return x_BWE, None
 
 
 class T5Encoder(nn.Module):
     """Token embedding, L scanned T5 blocks sharing one relative position bias, final RMS norm.
 
     Call with:
-      input_ids_BS: int ``(B, S)`` token ids in ``[0, V)``.
-      attention_mask_BS: optional ``(B, S)`` of 1 (attend) / 0 (padding); keys at 0 are not attended to.
+      input_ids_BW: int ``(B, W)`` token ids in ``[0, V)``.
+      attention_mask_BW: optional ``(B, W)`` of 1 (attend) / 0 (padding); keys at 0 are not attended to.
 
-    Returns the last hidden state, ``(B, S, E)`` in the parameters' dtype (HF's ``last_hidden_state``). Padded
+    Returns the last hidden state, ``(B, W, E)`` in the parameters' dtype (HF's ``last_hidden_state``). Padded
     positions get values too (they attend to the real tokens), exactly as in HF.
     """
 
@@ -144,24 +142,24 @@ class T5Encoder(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, input_ids_BS, attention_mask_BS=None):
+    def __call__(self, input_ids_BW, attention_mask_BW=None):
         cfg = self.config
         embed = self.param("embed", _init, (cfg.vocab_size, cfg.d_model))
         rel_bias = self.param("rel_bias", _init, (cfg.relative_attention_num_buckets, cfg.num_heads))
-        x_BSE = embed[input_ids_BS]
-        x_BSE = nn.Dropout(cfg.dropout_rate)(x_BSE, deterministic=self.deterministic)
-        S = input_ids_BS.shape[1]
+        x_BWE = embed[input_ids_BW]
+        x_BWE = nn.Dropout(cfg.dropout_rate)(x_BWE, deterministic=self.deterministic)
+        W = input_ids_BW.shape[1]
 
         # HF computes the bias in block 0 and hands it to every later block (T5Stack.forward), so one table serves all.
-        buckets_ST = relative_position_buckets(
-            S, S, cfg.relative_attention_num_buckets, cfg.relative_attention_max_distance
+        buckets_WS = relative_position_buckets(
+            W, W, cfg.relative_attention_num_buckets, cfg.relative_attention_max_distance
         )
-        bias_BNST = jnp.transpose(rel_bias.astype(jnp.float32)[buckets_ST], (2, 0, 1))[None]
-        if attention_mask_BS is not None:
+        bias_BNWS = jnp.transpose(rel_bias.astype(jnp.float32)[buckets_WS], (2, 0, 1))[None]
+        if attention_mask_BW is not None:
             # As HF's sdpa path (create_position_bias_mask): masked keys get float32 min *instead of* the bias, so a
             # row with no key left becomes uniform rather than NaN.
-            keep_B11T = attention_mask_BS.astype(bool)[:, None, None, :]
-            bias_BNST = jnp.where(keep_B11T, bias_BNST, jnp.finfo(jnp.float32).min)
+            keep_B11S = attention_mask_BW.astype(bool)[:, None, None, :]
+            bias_BNWS = jnp.where(keep_B11S, bias_BNWS, jnp.finfo(jnp.float32).min)
 
         layers = nn.scan(
             EncoderLayer,
@@ -170,10 +168,10 @@ class T5Encoder(nn.Module):
             in_axes=(nn.broadcast,),
             length=cfg.num_layers,
         )(cfg, self.deterministic, name="layers")
-        x_BSE, _ = layers(x_BSE, bias_BNST)
+        x_BWE, _ = layers(x_BWE, bias_BNWS)
 
-        x_BSE = RMSNorm(cfg.layer_norm_epsilon, name="final_norm")(x_BSE)
-        return nn.Dropout(cfg.dropout_rate)(x_BSE, deterministic=self.deterministic)
+        x_BWE = RMSNorm(cfg.layer_norm_epsilon, name="final_norm")(x_BWE)
+        return nn.Dropout(cfg.dropout_rate)(x_BWE, deterministic=self.deterministic)
 
 
 def abstract_params(config: T5Config) -> Any:

@@ -126,7 +126,7 @@ class T5TextTokenizer:
     ) -> BatchEncoding:
         """Tokenizes one text or a batch, like HF's ``tokenizer(text, ...)`` for single (unpaired) sequences.
 
-        Returns a :class:`BatchEncoding` ``{"input_ids", "attention_mask"}``: int64 arrays ``(B, S)`` with
+        Returns a :class:`BatchEncoding` ``{"input_ids", "attention_mask"}``: int64 arrays ``(B, W)`` with
         ``return_tensors="np"`` (a single string gives ``B = 1``), else Python lists (a list of ints for a single
         string).
         """
