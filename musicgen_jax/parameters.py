@@ -1,15 +1,20 @@
-"""The model's parameters as a whole: the abstract tree and random values for it, built in one place.
+"""The model's parameters, each declared once, in one place:
 
-Each network part declares its own parameters (``t5``, ``encodec``, ``decoder``, ``conditioning``: shapes and dtypes
-come from the Flax modules through ``jax.eval_shape``, so nothing is allocated or compiled); the logical axes of every
-leaf are :data:`musicgen_jax.sharding.PARAM_AXES`. Everything that needs the whole tree derives it from here: loading
-(shapes checked against it), the converter's expectations, random initialisation, and shardings.
+- shape and dtype: by its Flax module (``t5``, ``encodec``, ``decoder``, ``conditioning``), read here through
+  ``jax.eval_shape`` (:func:`abstract`; nothing is allocated or compiled);
+- logical axes: :data:`PARAM_AXES`, by path (the names :mod:`musicgen_jax.sharding` maps onto a mesh);
+- initialiser: :func:`_fill`, by the leaf's name (:func:`random`).
+
+Everything that needs the whole tree derives it from here: loading (shapes checked against :func:`abstract`), the
+converter's expectations, random initialisation, and shardings. ``tests/test_parameters.py`` checks that every leaf
+of both decoder layouts has all three.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Iterable
 
 import jax
@@ -17,6 +22,56 @@ import numpy as np
 
 from musicgen_jax import conditioning, decoder, encodec, t5
 from musicgen_jax.config import MusicgenMelodyConfig
+
+# The logical axes of every parameter, by path below its top-level part (a regular expression on "a/b/c") and rank.
+# Leaves of any tree are matched by the part of their path that starts at a top-level part name, so optimizer
+# states (mu/nu/acc_grads/... over the same tree) shard like the parameters they follow.
+_STACKED_MATMULS = (
+    (r"layers/attn/qkv", ("layers", "embed", None, "heads", "head_dim")),
+    (r"layers/attn/out", ("layers", "heads", "head_dim", "embed")),
+    (r"layers/mlp/(up|gate)", ("layers", "embed", "ffn")),
+    (r"layers/mlp/down", ("layers", "ffn", "embed")),
+    (r"layers/(attn|mlp)_norm/(scale|bias)", ("layers", "norm")),
+)
+# The decoder's unrolled layout (``layers_0`` ...; see ``musicgen_jax.decoder``): the same axes without "layers".
+_UNROLLED_MATMULS = tuple((path.replace("layers/", r"layers_\d+/", 1), axes[1:]) for path, axes in _STACKED_MATMULS)
+PARAM_AXES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
+    (r"decoder/embed", ("codebooks", "vocab", "embed")),  # (K, V+1, D)
+    (r"decoder/lm_heads", ("codebooks", "embed", "vocab")),  # (K, D, V)
+    (r"decoder/final_norm/(scale|bias)", ("norm",)),
+    *((rf"decoder/{path}", axes) for path, axes in _STACKED_MATMULS),
+    *((rf"decoder/{path}", axes) for path, axes in _UNROLLED_MATMULS),
+    (r"text_encoder/embed", ("vocab", "embed")),  # (V_text, E)
+    (r"text_encoder/rel_bias", (None, None)),  # (U, N): tiny
+    (r"text_encoder/final_norm/scale", ("norm",)),
+    *((rf"text_encoder/{path}", axes) for path, axes in _STACKED_MATMULS),
+    (r"(text_proj|chroma_proj)/kernel", (None, "embed")),  # (E or C, D)
+    (r"(text_proj|chroma_proj)/bias", ("norm",)),
+    (r"audio_encoder/.*", None),  # the codec (a few tens of MB): replicated, any rank
+)
+_PARTS = ("decoder", "text_encoder", "audio_encoder", "text_proj", "chroma_proj")
+
+
+def logical_axes(path: str, ndim: int) -> tuple[str | None, ...]:
+    """The logical axes of a leaf from its path (``"decoder/layers/attn/qkv"``, or any path that contains a
+    top-level part name, such as an optimizer state's ``"0/mu/decoder/layers/attn/qkv"``) and its rank.
+
+    Leaves outside the parameter tree (step counters, PRNG keys) are replicated. A parameter path that the table
+    does not know, or a rank that does not match it, raises ``ValueError`` naming the path.
+    """
+    names = path.split("/")
+    start = next((i for i, name in enumerate(names) if name in _PARTS), None)
+    if start is None:
+        return (None,) * ndim
+    param_path = "/".join(names[start:])
+    for pattern, axes in PARAM_AXES:
+        if re.fullmatch(pattern, param_path):
+            if axes is None:
+                return (None,) * ndim
+            if len(axes) != ndim:
+                raise ValueError(f"{path}: rank {ndim} does not match its logical axes {axes}")
+            return axes
+    raise ValueError(f"{path}: no logical axes for this parameter (add it to musicgen_jax.parameters.PARAM_AXES)")
 
 
 def abstract(config: MusicgenMelodyConfig, parts: Iterable[str] | None = None) -> dict:

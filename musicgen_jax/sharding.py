@@ -1,5 +1,6 @@
-"""Sharding by logical axis names: one table gives every parameter its logical axes, one rules table maps those
-names to the axes of a ``("data", "model")`` device mesh.
+"""Sharding by logical axis names: every parameter's logical axes are declared with it
+(:data:`musicgen_jax.parameters.PARAM_AXES`), and one rules table here maps those names to the axes of a
+``("data", "model")`` device mesh.
 
 Einsum letters: the package legend (``musicgen_jax/__init__.py``).
 
@@ -12,7 +13,6 @@ inputs and outputs so that the KV cache stays split over ``data`` (batch) and ``
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,36 +21,10 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from musicgen_jax import sampling
+from musicgen_jax.parameters import logical_axes
 
 DATA, MODEL = "data", "model"
 
-# The logical axes of every parameter, by path below its top-level part (a regular expression on "a/b/c") and rank.
-# Leaves of any tree are matched by the part of their path that starts at a top-level part name, so optimizer
-# states (mu/nu/acc_grads/... over the same tree) shard like the parameters they follow.
-_STACKED_MATMULS = (
-    (r"layers/attn/qkv", ("layers", "embed", None, "heads", "head_dim")),
-    (r"layers/attn/out", ("layers", "heads", "head_dim", "embed")),
-    (r"layers/mlp/(up|gate)", ("layers", "embed", "ffn")),
-    (r"layers/mlp/down", ("layers", "ffn", "embed")),
-    (r"layers/(attn|mlp)_norm/(scale|bias)", ("layers", "norm")),
-)
-# The decoder's unrolled layout (``layers_0`` ...; see ``musicgen_jax.decoder``): the same axes without "layers".
-_UNROLLED_MATMULS = tuple((path.replace("layers/", r"layers_\d+/", 1), axes[1:]) for path, axes in _STACKED_MATMULS)
-PARAM_AXES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
-    (r"decoder/embed", ("codebooks", "vocab", "embed")),  # (K, V+1, D)
-    (r"decoder/lm_heads", ("codebooks", "embed", "vocab")),  # (K, D, V)
-    (r"decoder/final_norm/(scale|bias)", ("norm",)),
-    *((rf"decoder/{path}", axes) for path, axes in _STACKED_MATMULS),
-    *((rf"decoder/{path}", axes) for path, axes in _UNROLLED_MATMULS),
-    (r"text_encoder/embed", ("vocab", "embed")),  # (V_text, E)
-    (r"text_encoder/rel_bias", (None, None)),  # (U, N): tiny
-    (r"text_encoder/final_norm/scale", ("norm",)),
-    *((rf"text_encoder/{path}", axes) for path, axes in _STACKED_MATMULS),
-    (r"(text_proj|chroma_proj)/kernel", (None, "embed")),  # (E or C, D)
-    (r"(text_proj|chroma_proj)/bias", ("norm",)),
-    (r"audio_encoder/.*", None),  # the codec (a few tens of MB): replicated, any rank
-)
-_PARTS = ("decoder", "text_encoder", "audio_encoder", "text_proj", "chroma_proj")
 
 # Logical axis -> mesh axis. Anything not named here (embed, layers, head_dim, codebooks, norm, length) is
 # replicated. Tensor parallelism splits heads, ffn and vocab over "model"; data parallelism splits the batch.
@@ -82,28 +56,6 @@ def _path_string(path) -> str:
         else:
             names.append(str(entry))
     return "/".join(names)
-
-
-def logical_axes(path: str, ndim: int) -> tuple[str | None, ...]:
-    """The logical axes of a leaf from its path (``"decoder/layers/attn/qkv"``, or any path that contains a
-    top-level part name, such as an optimizer state's ``"0/mu/decoder/layers/attn/qkv"``) and its rank.
-
-    Leaves outside the parameter tree (step counters, PRNG keys) are replicated. A parameter path that the table
-    does not know, or a rank that does not match it, raises ``ValueError`` naming the path.
-    """
-    names = path.split("/")
-    start = next((i for i, name in enumerate(names) if name in _PARTS), None)
-    if start is None:
-        return (None,) * ndim
-    param_path = "/".join(names[start:])
-    for pattern, axes in PARAM_AXES:
-        if re.fullmatch(pattern, param_path):
-            if axes is None:
-                return (None,) * ndim
-            if len(axes) != ndim:
-                raise ValueError(f"{path}: rank {ndim} does not match its logical axes {axes}")
-            return axes
-    raise ValueError(f"{path}: no logical axes for this parameter (add it to musicgen_jax.sharding.PARAM_AXES)")
 
 
 def spec_for(
@@ -202,7 +154,6 @@ def decode(mesh: Mesh, decoder_params, prefix_BPD, prompt_BKQ, pattern_BKT, rng,
 __all__ = [
     "DATA",
     "MODEL",
-    "PARAM_AXES",
     "RULES",
     "batch_sharding",
     "cache_sharding",
