@@ -69,7 +69,7 @@ def encode_conditions(model, input_ids, attention_mask, input_features, batch: i
     """Stage 2: the conditioning prefix ``(B', P, D)`` HF's ``generate`` builds (``B' = 2B`` under CFG:
     ``[cond; uncond]``), from the text (T5 states) and the melody (chroma features)."""
     cfg = model.config
-    feats = None if input_features is None else model._check_features(input_features, batch)
+    feats = None if input_features is None else check_features(input_features, cfg, batch, model.dtype)
     # HF never generates without text: with no input_ids it encodes a single BOS token whose attention mask it infers
     # as 0 (BOS == pad), so the text prefix is one all-zero position.
     if input_ids is not None:
@@ -98,7 +98,7 @@ def prompt_codes(model, batch: int, decoder_input_ids, audio_prompt, knobs: Knob
     start = np.full((batch * dec.num_codebooks, 1), knobs.bos_token_id, np.int64)
     if decoder_input_ids is None:
         return start
-    prompt = model._check_decoder_inputs(decoder_input_ids, batch).reshape(batch * dec.num_codebooks, -1)
+    prompt = check_decoder_inputs(decoder_input_ids, dec, batch).reshape(batch * dec.num_codebooks, -1)
     if (prompt[:, 0] != knobs.bos_token_id).all():  # HF prepends BOS unless every row already starts with it
         prompt = np.concatenate([start, prompt], axis=1)
     return prompt
@@ -252,6 +252,40 @@ def as_int_array(name: str, value, ndim: int) -> np.ndarray:
         else:
             raise ValueError(f"{name} must hold integers, got dtype {array.dtype}")
     return array.astype(np.int64)
+
+
+def check_features(input_features, config, batch: int | None, dtype) -> jax.Array:
+    """Chroma features ``(B, M, C)`` as ``dtype`` on the device, after checking their shape (and batch, if known)."""
+    feats = np.asarray(input_features, np.float32)
+    C = config.num_chroma
+    if feats.ndim != 3 or feats.shape[2] != C or feats.shape[1] == 0:
+        raise ValueError(f"input_features must have shape (batch, frames, num_chroma={C}), got {feats.shape}")
+    if batch is not None and feats.shape[0] != batch:
+        raise ValueError(f"input_features has batch {feats.shape[0]} but input_ids has batch {batch}")
+    return jnp.asarray(feats, dtype)
+
+
+def check_decoder_inputs(decoder_input_ids, decoder_config, batch: int | None, decoder_attention_mask=None):
+    """HF's ``decoder_input_ids`` ``(B * K, T)`` -> int32 ``(B, K, T)``, after checking shape, values and batch (and
+    the shape of ``decoder_attention_mask`` ``(B, T)``, when given)."""
+    cfg = decoder_config
+    ids = as_int_array("decoder_input_ids", decoder_input_ids, ndim=2)
+    if ids.shape[0] % cfg.num_codebooks:
+        raise ValueError(
+            f"decoder_input_ids must have shape (batch * num_codebooks, tgt_len) with num_codebooks="
+            f"{cfg.num_codebooks}, got {ids.shape}"
+        )
+    if ids.size and (ids.min() < 0 or ids.max() > cfg.vocab_size):
+        raise ValueError(f"decoder_input_ids values must lie in [0, {cfg.vocab_size}], got [{ids.min()}, {ids.max()}]")
+    rows = ids.shape[0] // cfg.num_codebooks
+    if batch is not None and rows != batch:
+        raise ValueError(f"decoder_input_ids holds batch {rows} (rows / num_codebooks) but the inputs have {batch}")
+    if decoder_attention_mask is not None and tuple(np.shape(decoder_attention_mask)) != (rows, ids.shape[1]):
+        raise ValueError(
+            f"decoder_attention_mask must have shape (batch, tgt_len) = {(rows, ids.shape[1])}, "
+            f"got {tuple(np.shape(decoder_attention_mask))}"
+        )
+    return ids.reshape(rows, cfg.num_codebooks, ids.shape[1]).astype(np.int32)
 
 
 def batch_of(input_ids, input_features, decoder_input_ids, num_codebooks, audio_prompt) -> int:

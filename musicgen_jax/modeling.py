@@ -183,37 +183,6 @@ class MusicgenMelodyForConditionalGeneration:
             raise ValueError(f"attention_mask shape {mask.shape} does not match input_ids shape {ids.shape}")
         return core.encode_text_jit(self.params, self.config, jnp.asarray(ids), jnp.asarray(mask))
 
-    def _check_features(self, input_features, batch: int | None):
-        feats = np.asarray(input_features, np.float32)
-        C = self.config.num_chroma
-        if feats.ndim != 3 or feats.shape[2] != C or feats.shape[1] == 0:
-            raise ValueError(f"input_features must have shape (batch, frames, num_chroma={C}), got {feats.shape}")
-        if batch is not None and feats.shape[0] != batch:
-            raise ValueError(f"input_features has batch {feats.shape[0]} but input_ids has batch {batch}")
-        return jnp.asarray(feats, self.dtype)
-
-    def _check_decoder_inputs(self, decoder_input_ids, batch: int | None, decoder_attention_mask=None):
-        cfg = self.config.decoder
-        ids = generation.as_int_array("decoder_input_ids", decoder_input_ids, ndim=2)
-        if ids.shape[0] % cfg.num_codebooks:
-            raise ValueError(
-                f"decoder_input_ids must have shape (batch * num_codebooks, tgt_len) with num_codebooks="
-                f"{cfg.num_codebooks}, got {ids.shape}"
-            )
-        if ids.size and (ids.min() < 0 or ids.max() > cfg.vocab_size):
-            raise ValueError(
-                f"decoder_input_ids values must lie in [0, {cfg.vocab_size}], got [{ids.min()}, {ids.max()}]"
-            )
-        rows = ids.shape[0] // cfg.num_codebooks
-        if batch is not None and rows != batch:
-            raise ValueError(f"decoder_input_ids holds batch {rows} (rows / num_codebooks) but the inputs have {batch}")
-        if decoder_attention_mask is not None and tuple(np.shape(decoder_attention_mask)) != (rows, ids.shape[1]):
-            raise ValueError(
-                f"decoder_attention_mask must have shape (batch, tgt_len) = {(rows, ids.shape[1])}, "
-                f"got {tuple(np.shape(decoder_attention_mask))}"
-            )
-        return ids.reshape(rows, cfg.num_codebooks, ids.shape[1]).astype(np.int32)
-
     def __call__(
         self,
         input_ids=None,
@@ -256,9 +225,9 @@ class MusicgenMelodyForConditionalGeneration:
                 mask = None if attention_mask is None else jnp.asarray(np.asarray(attention_mask))
                 batch = text.shape[0]
             if input_features is not None:
-                feats = self._check_features(input_features, batch)
+                feats = generation.check_features(input_features, cfg, batch, self.dtype)
                 batch = feats.shape[0]
-        ids_BKT = self._check_decoder_inputs(decoder_input_ids, batch, decoder_attention_mask)
+        ids_BKT = generation.check_decoder_inputs(decoder_input_ids, cfg.decoder, batch, decoder_attention_mask)
         key_mask = None if decoder_attention_mask is None else jnp.asarray(np.asarray(decoder_attention_mask))
         logits_BKTV, prefix = core.forward_jit(
             self.params,
