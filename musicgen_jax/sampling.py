@@ -384,22 +384,3 @@ def run_loop(
         jax.block_until_ready(state.step)
         tokens = jax.block_until_ready(_finish_jit(state, pattern_BKT, sampling, spec=spec))
     return tokens, timings
-
-
-def decode_in_chunks(
-    decoder_params,
-    prefix_BPD,
-    prompt_BKQ,
-    pattern_BKT,
-    rng,
-    sampling: SamplingParams,
-    *,
-    chunk: int = 32,
-    on_chunk=None,
-    **static,
-):
-    """:func:`run_loop` in chunks of ``chunk`` steps; returns ``(tokens_BKT, compile_seconds)``."""
-    tokens, timings = run_loop(
-        decoder_params, prefix_BPD, prompt_BKQ, pattern_BKT, rng, sampling, chunk=chunk, on_chunk=on_chunk, **static
-    )
-    return tokens, timings["compile_seconds"]

@@ -186,9 +186,13 @@ def test_chunked_decode_equals_one_program(mono):
     static = dict(config=cfg, max_length=15, do_sample=True, top_k=6, use_top_p=True, use_cfg=True)
     whole = sampling.decode(*args, **static)
     seen = []
-    chunked, compile_s = sampling.decode_in_chunks(*args, chunk=4, on_chunk=lambda d, t: seen.append((d, t)), **static)
+    chunked, timings = sampling.run_loop(*args, chunk=4, on_chunk=lambda d, t: seen.append((d, t)), **static)
     np.testing.assert_array_equal(np.asarray(chunked), np.asarray(whole))
-    assert seen == [(5, 14), (9, 14), (13, 14), (14, 14)] and compile_s > 0
+    assert seen == [(5, 14), (9, 14), (13, 14), (14, 14)] and timings["compile_seconds"] > 0
+    # A second call compiles nothing (jit's cache) and still splits its time into prefill and steps.
+    again, timings = sampling.run_loop(*args, chunk=4, **static)
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(whole))
+    assert timings["compile_seconds"] == 0 and timings["prefill_seconds"] > 0 and timings["decode_seconds"] > 0
 
 
 @pytest.mark.parametrize("scanned", [True, False], ids=["scanned", "unrolled"])
