@@ -9,13 +9,13 @@ HF's ``lowpass_filter_width=24, rolloff=0.945``), so ``fe(load(path, 32000)[0][N
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from typing import Any
 
 import numpy as np
 
 from musicgen_jax.errors import one_line
+from musicgen_jax.files import atomic_write
 from musicgen_jax.resample import HF_LOWPASS_FILTER_WIDTH, HF_ROLLOFF, resample
 
 
@@ -109,12 +109,6 @@ def written_by_musicgen_jax(path: str | os.PathLike) -> bool:
         return False
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_wav(path: str | os.PathLike, audio: Any, sampling_rate: int, subtype: str = "FLOAT") -> None:
     """Writes a WAV file atomically: under a temporary name in the same folder, then renamed over ``path``, so an
     interrupted write never leaves a truncated file under ``path`` (it keeps the old file, if any, or none).
@@ -149,23 +143,12 @@ def save_wav(path: str | os.PathLike, audio: Any, sampling_rate: int, subtype: s
         raise AudioError(f"{path}: sampling_rate must be a positive integer, got {sampling_rate!r}")
     if os.path.isdir(path):
         raise AudioError(f"{path}: is a directory")
-    folder, name = os.path.split(os.path.abspath(path))
     try:
-        fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
-    except OSError as e:
-        raise AudioError(f"{path}: cannot write WAV ({one_line(e)})") from None
-    try:
-        with os.fdopen(fd, "r+b") as raw:
+        with atomic_write(path, "r+b") as raw:
             with soundfile.SoundFile(
                 raw, "w", samplerate=int(sampling_rate), channels=data.shape[0], subtype=subtype, format="WAV"
             ) as f:
                 f.software = SOFTWARE_TAG
                 f.write(data.T)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; a WAV gets the mode open() would give it
-        os.replace(temporary, path)
     except Exception as e:
-        if os.path.exists(temporary):
-            os.remove(temporary)
         raise AudioError(f"{path}: cannot write WAV ({one_line(e)})") from None

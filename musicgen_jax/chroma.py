@@ -18,13 +18,11 @@ Einsum letters: the package legend (``musicgen_jax/__init__.py``).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import logging
 import math
 import os
-import secrets
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -36,6 +34,7 @@ import numpy as np
 from musicgen_jax.audio import Waveform
 from musicgen_jax.batch_feature import BatchFeature
 from musicgen_jax.config import ConfigError, read_json
+from musicgen_jax.files import atomic_write
 from musicgen_jax.resample import HF_LOWPASS_FILTER_WIDTH, HF_ROLLOFF, resample
 
 logger = logging.getLogger(__name__)
@@ -167,24 +166,6 @@ def _hf_dtype(arrays: Sequence[np.ndarray]) -> np.dtype:
     """The dtype of HF's padded batch: each item's dtype, float64 made float32, then numpy's promotion."""
     dtypes = [np.dtype(np.float32) if x.dtype == np.float64 else x.dtype for x in arrays]
     return functools.reduce(np.promote_types, dtypes)
-
-
-def _write_text_atomically(path: str, text: str) -> None:
-    """``path`` gets ``text`` (UTF-8) whole or not at all: written under a temporary name beside it, then renamed."""
-    folder, name = os.path.split(os.path.abspath(path))
-    temporary = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.part")
-    # O_EXCL: never write through someone else's file; mode 0o666 minus the umask, as open() would give.
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)
-        raise
 
 
 class MusicgenMelodyFeatureExtractor:
@@ -332,7 +313,8 @@ class MusicgenMelodyFeatureExtractor:
     def to_json_file(self, json_file_path: str | os.PathLike) -> None:
         """Writes :meth:`to_json_string` to ``json_file_path`` atomically: a temporary file in the same folder,
         fsynced, then ``os.replace``d over the path (an interrupted write leaves the old file or none)."""
-        _write_text_atomically(os.fspath(json_file_path), self.to_json_string())
+        with atomic_write(json_file_path, "w", encoding="utf-8") as f:
+            f.write(self.to_json_string())
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> list[str]:
         """Writes ``save_directory/preprocessor_config.json`` (as HF formats it); returns ``[that path]``."""

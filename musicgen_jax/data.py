@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from musicgen_jax.errors import one_line
+from musicgen_jax.files import atomic_write
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".aif", ".aiff", ".au")
 _CACHE_VERSION = "1"
@@ -174,10 +175,8 @@ def prepare_dataset(
 
 def _save_npy(path: str, array: np.ndarray) -> None:
     """``np.save`` under a temporary name, then renamed: a killed run never leaves a truncated cache file."""
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "wb") as f:
+    with atomic_write(path) as f:
         np.save(f, array)
-    os.replace(temporary, path)
 
 
 def batch_indices(step: int, size: int, batch_size: int, seed: int) -> np.ndarray:
