@@ -6,20 +6,24 @@ From the repository root::
     python benchmarks/bench.py ...          # the same command, through a 3-line shim
 
 builds (once, cached) a random-weight HF ``MusicgenMelodyForConditionalGeneration`` checkpoint of real shapes with
-``save_pretrained``, loads it into HF (float32, eval) and into musicgen-jax (float32), and times, interleaved
+``save_pretrained``, loads it into HF (eval) and into musicgen-jax, in ``--dtype`` (float32 by default), on
+``--device`` (``cpu``; ``gpu``: HF on CUDA, JAX on its GPU backend; ``tpu``: JAX alone), and times, interleaved
 (HF then JAX, ``--repeats`` times; medians reported, warm-up reported separately):
 
   * ``generate`` end to end (text -> audio: T5, CFG sampling loop, EnCodec), plus JAX's first (compiling) call;
   * the decode loop alone (JAX: the prefill and decode seconds of ``generate``'s own ``stats``; HF: ``generate``
     minus the T5 and EnCodec time measured inside the same call);
   * T5 encode, EnCodec decode of the generated frames, and EnCodec decode of ``--encodec-seconds`` of codes;
-  * host RSS, a memory-bandwidth reference, and a breakdown of one JAX decode step (prefill / forward / sampling).
+  * host RSS (and device memory on an accelerator), the read bandwidth of JAX's device, and a breakdown of one JAX
+    decode step (prefill / forward / sampling) against its floor; ``--check-greedy`` compares greedy codes with HF's;
+    on an accelerator a targets block (greedy parity, step within 2x of the HBM weight-read floor, 10x HF eager).
 
-Writes ``<out>/<config>-<device>-b<batch>-s<steps>.json`` and ``.md``, and prints the table. Only public names of
+Writes ``<out>/<config>-<device>-b<batch>-s<steps>[-bf16].json`` and ``.md``, and prints the table. Only public names of
 ``musicgen_jax`` are used (the HF reference is spied on to time its phases). Modules:
 
-  * ``specs``: the model sizes and the cached random checkpoints; the fixed inputs.
-  * ``probes``: host probes (read bandwidth until stable, matmul throughput, RSS, machine load, git state).
+  * ``device``: where each side runs, the environment set before JAX is imported, the device check, matmul settings.
+  * ``specs``: the model sizes and the cached random checkpoints (and musicgen-jax's converted copy); the inputs.
+  * ``probes``: read bandwidth until stable, matmul throughput, RSS, device memory, machine load, git state.
   * ``sides``: HF and musicgen-jax behind the same timed calls (generate with its parts, T5, EnCodec).
   * ``breakdown``: the JAX decode step taken apart, and its hardware floor.
   * ``run``: one configuration end to end; ``report``: figures, JSON and the markdown table; ``__main__``: the CLI.

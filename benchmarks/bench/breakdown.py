@@ -170,8 +170,9 @@ def decode_step_breakdown(model, prefix, batch: int, steps: int, jax_rows: list[
 
 
 def hardware_floor(breakdown: dict, bandwidth: dict, matmul: dict) -> dict:
-    """One decode step's floor on this host: max(bytes it must read / read bandwidth, FLOPs / matmul throughput),
-    and the measured step as a fraction of it (1.0 = at the hardware limit)."""
+    """One decode step's floor on JAX's device: max(bytes it must read / read bandwidth, FLOPs / matmul throughput),
+    and the measured step as a fraction of it (1.0 = at the hardware limit). On an accelerator the bytes term is the
+    HBM weight-read floor the targets use (``scan_step_over_bytes_floor``)."""
     bytes_s = breakdown["step_read_bytes"] / (bandwidth["read_GBps"] * 1e9)
     flops_s = breakdown["step_flops"] / (matmul["jax_matmul_GFLOPs"] * 1e9)
     floor = max(bytes_s, flops_s)
@@ -183,5 +184,6 @@ def hardware_floor(breakdown: dict, bandwidth: dict, matmul: dict) -> dict:
         "floor_s": floor,
         "bound": "memory" if bytes_s >= flops_s else "compute",
         "scan_step_fraction_of_floor": floor / breakdown["scan_step_s"],
+        "scan_step_over_bytes_floor": breakdown["scan_step_s"] / bytes_s,
         "gemv_fraction_of_floor": floor / breakdown["gemv_floor_s"],
     }

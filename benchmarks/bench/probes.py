@@ -1,7 +1,9 @@
-"""Host probes: read bandwidth (repeated until stable), matmul throughput, process RSS, machine load, git state.
+"""Probes: read bandwidth (repeated until stable), matmul throughput, process RSS and device memory, machine load,
+git state.
 
-The bandwidth and matmul figures set the hardware floor of a decode step (``breakdown.hardware_floor``); RSS and
-load say what else ran and how much memory each framework held.
+The bandwidth and matmul figures, measured on JAX's default device (the host on CPU, its HBM on an accelerator), set
+the hardware floor of a decode step (``breakdown.hardware_floor``); RSS, device memory and load say what else ran and
+how much memory each framework held.
 """
 
 from __future__ import annotations
@@ -25,19 +27,23 @@ def median(xs):
 # Bandwidth and matmul throughput.
 
 
-def time_call(fn, *args) -> float:
-    """Seconds of one call of ``fn(*args)``, waiting for JAX results."""
+def time_call(fn, *args, reps: int = 1) -> float:
+    """Seconds per call of ``fn(*args)``, over ``reps`` back-to-back calls and one wait, for the last one's JAX
+    results (a device runs its queue in order; an earlier result may have been donated to the next call). On an
+    accelerator the calls queue, so the launch overhead overlaps the device's work."""
     import jax
 
     t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    return time.perf_counter() - t0
+    for _ in range(reps):
+        out = fn(*args)
+    jax.block_until_ready(out)
+    return (time.perf_counter() - t0) / reps
 
 
-def best_of(fn, *args, trials: int = 5) -> float:
-    """The fastest of ``trials`` calls, after one warm-up call."""
+def best_of(fn, *args, trials: int = 5, reps: int = 1) -> float:
+    """The fastest of ``trials`` timings (``time_call``), after one warm-up call."""
     time_call(fn, *args)
-    return min(time_call(fn, *args) for _ in range(trials))
+    return min(time_call(fn, *args, reps=reps) for _ in range(trials))
 
 
 def spread(values) -> float:
@@ -68,28 +74,52 @@ def until_stable(rate, *, window: int, tolerance: float, cap_s: float) -> dict:
     }
 
 
-def torch_copy_GBps(nbytes: int) -> float:
-    """A torch multithreaded copy of ``nbytes``, best of 5 (read + write bytes)."""
+def torch_copy_GBps(nbytes: int, dev: str = "cpu", reps: int = 1) -> float:
+    """A torch copy of ``nbytes`` on ``dev`` (multithreaded on CPU), best of 5 (read + write bytes)."""
     import torch
 
-    src = torch.ones(nbytes // 4)
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    src = torch.ones(nbytes // 4, device=dev)
     dst = torch.empty_like(src)
-    return 2 * nbytes / best_of(dst.copy_, src) / 1e9
+
+    def seconds():
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            dst.copy_(src)
+        sync()
+        return (time.perf_counter() - t0) / reps
+
+    seconds()  # warm-up
+    best = min(seconds() for _ in range(5))
+    src = dst = None  # the closure's buffers, released
+    if dev == "cuda":
+        torch.cuda.empty_cache()  # give the probe's buffers back: JAX allocates from the same device memory
+    return 2 * nbytes / best / 1e9
 
 
-def bandwidth_reference(nbytes: int = 1 << 30, window: int = 5, tolerance: float = 0.03, cap_s: float = 15.0):
-    """Large-array bandwidth on this host. The two read figures the floor uses, a jitted JAX sum and a one-row JAX
-    matrix-vector product (XLA's GEMV streams the matrix at the full read rate), are repeated until stable
-    (``until_stable``); ``read_GBps`` is the best reading of either, so noise can only make the floor stricter.
-    References, best of 5: a torch copy and a jitted in-place JAX scale (read + write bytes)."""
+def bandwidth_reference(
+    nbytes: int = 1 << 30,
+    window: int = 5,
+    tolerance: float = 0.03,
+    cap_s: float = 15.0,
+    reps: int = 1,
+    torch_device: str | None = "cpu",
+):
+    """Large-array read bandwidth of JAX's default device (host memory on CPU, HBM on an accelerator). The two read
+    figures the floor uses, a jitted JAX sum and a one-row JAX matrix-vector product (XLA's GEMV streams the matrix
+    at the full read rate), are repeated until stable (``until_stable``); each reading times ``reps`` back-to-back
+    calls. ``read_GBps`` is the best reading of either, so noise can only make the floor stricter. References, best
+    of 5: a torch copy on ``torch_device`` (None: not measured) and a jitted in-place JAX scale (read + write)."""
     import jax
     import jax.numpy as jnp
 
     def rate(fn, *args):
-        return lambda: nbytes / time_call(fn, *args) / 1e9
+        return lambda: nbytes / time_call(fn, *args, reps=reps) / 1e9
 
     stable = dict(window=window, tolerance=tolerance, cap_s=cap_s)
-    out = {"array_bytes": nbytes, "torch_copy_GBps": torch_copy_GBps(nbytes)}
+    out = {"array_bytes": nbytes, "reps_per_reading": reps}
+    out["torch_copy_GBps"] = None if torch_device is None else torch_copy_GBps(nbytes, torch_device, reps)
     x = jnp.ones((nbytes // 4,), jnp.float32)
     total = jax.jit(jnp.sum)
     time_call(total, x)  # compile
@@ -102,7 +132,7 @@ def bandwidth_reference(nbytes: int = 1 << 30, window: int = 5, tolerance: float
         holder[0] = scale(holder[0])
         return holder[0]
 
-    out["jax_scale_inplace_GBps"] = 2 * nbytes / best_of(scale_in_place) / 1e9
+    out["jax_scale_inplace_GBps"] = 2 * nbytes / best_of(scale_in_place, reps=reps) / 1e9
     matrix, vector = holder.pop().reshape(4096, -1), jnp.ones((1, 4096), jnp.float32)
     gemv = jax.jit(lambda v, m: v @ m)
     time_call(gemv, vector, matrix)  # compile
@@ -119,7 +149,8 @@ BANDWIDTH_FIGURES = ("torch_copy_GBps", "jax_sum_read_GBps", "jax_scale_inplace_
 
 def combine_bandwidth(start: dict, end: dict) -> dict:
     """The best of the readings at the start and at the end of the run, with both kept."""
-    out = {"array_bytes": end["array_bytes"], **{k: max(start[k], end[k]) for k in BANDWIDTH_FIGURES}}
+    best = {k: None if start[k] is None else max(start[k], end[k]) for k in BANDWIDTH_FIGURES}
+    out = {"array_bytes": end["array_bytes"], "reps_per_reading": end.get("reps_per_reading", 1), **best}
     out["read_GBps"] = max(start["read_GBps"], end["read_GBps"])
     out["at_start"], out["at_end"] = start, end
     return out
@@ -137,13 +168,14 @@ def bandwidth_line(name: str, bw: dict) -> str:
     return f"{name}: " + "; ".join(parts)
 
 
-def matmul_reference(n: int = 2048, dtype: str = "float32") -> dict:
-    """Dense matmul throughput on this host: a jitted (n, n) @ (n, n) in JAX, best of 5."""
+def matmul_reference(n: int = 2048, dtype: str = "float32", reps: int = 1) -> dict:
+    """Dense matmul throughput of JAX's default device: a jitted (n, n) @ (n, n), best of 5 (``reps`` calls each)."""
     import jax
     import jax.numpy as jnp
 
     a = jnp.ones((n, n), dtype)
-    return {"n": n, "dtype": dtype, "jax_matmul_GFLOPs": 2 * n**3 / best_of(jax.jit(lambda a: a @ a), a) / 1e9}
+    seconds = best_of(jax.jit(lambda a: a @ a), a, reps=reps)
+    return {"n": n, "dtype": dtype, "jax_matmul_GFLOPs": 2 * n**3 / seconds / 1e9}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -243,6 +275,30 @@ class CpuLoad:
         return [f"{name} {pct:.0f}%" for pct, name in sorted(usage, reverse=True)[:n]]
 
 
+def jax_device_memory() -> dict | None:
+    """JAX's allocator on its default device: bytes in use now and the peak since the process started (no reset
+    exists); None where the backend keeps no such statistics (CPU)."""
+    import jax
+
+    stats = jax.devices()[0].memory_stats()
+    if not stats:
+        return None
+    return {
+        "in_use_bytes": stats.get("bytes_in_use", 0),
+        "peak_bytes": stats.get("peak_bytes_in_use", 0),
+        "limit_bytes": stats.get("bytes_limit"),
+    }
+
+
+def torch_device_memory(dev: str | None) -> dict | None:
+    """torch's CUDA caching allocator: bytes allocated now and the peak since the last reset; None off CUDA."""
+    if dev != "cuda":
+        return None
+    import torch
+
+    return {"in_use_bytes": torch.cuda.memory_allocated(), "peak_bytes": torch.cuda.max_memory_allocated()}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # What ran where.
 
@@ -258,6 +314,18 @@ def cpu_name() -> str:
                 if line.startswith("model name"):
                     return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def accelerator_names(torch_device: str | None) -> dict:
+    """What JAX (and torch, on CUDA) run on: device kind and count."""
+    import jax
+
+    out = {"jax_device_kind": jax.devices()[0].device_kind, "jax_device_count": jax.device_count()}
+    if torch_device == "cuda":
+        import torch
+
+        out["torch_device_name"] = torch.cuda.get_device_name()
+    return out
 
 
 def library_state() -> dict:

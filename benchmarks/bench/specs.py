@@ -71,6 +71,8 @@ TOP_K = 250
 GUIDANCE = 3.0
 # Both frameworks' generate gets exactly these (plus the text, max_new_tokens and a seed).
 GENERATE_KWARGS = dict(do_sample=True, guidance_scale=GUIDANCE, top_k=TOP_K, top_p=1.0, temperature=1.0)
+# --check-greedy: both frameworks' codes of a greedy generate with the same guidance.
+GREEDY_KWARGS = dict(do_sample=False, guidance_scale=GUIDANCE)
 
 
 def hf_config(spec: dict):
@@ -121,6 +123,40 @@ def checkpoint(name: str, cache_dir: str) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.bench", "--build-only", "--config", name, "--cache-dir", cache_dir]
     subprocess.run(cmd, check=True, cwd=REPO)
     path, _ = build_checkpoint(name, cache_dir)  # cached now: returns at once
+    return {"path": path, "ready_s": time.perf_counter() - t0}
+
+
+def build_converted(name: str, cache_dir: str) -> tuple[str, float]:
+    """Saves musicgen-jax's converted (orbax) format of the random checkpoint under ``cache_dir/name-converted``
+    once (``from_pretrained`` of the HF checkpoint, float32, then ``save_pretrained``; kept while the marker beside it
+    matches the spec); returns (path, seconds spent)."""
+    import jax.numpy as jnp
+
+    from musicgen_jax import MusicgenMelodyForConditionalGeneration
+
+    source, _ = build_checkpoint(name, cache_dir)
+    path = os.path.join(cache_dir, name + "-converted")
+    marker = path + ".bench-spec.json"
+    if os.path.exists(marker):
+        with open(marker) as f:
+            if json.load(f) == CONFIGS[name]:
+                return path, 0.0
+    t0 = time.perf_counter()
+    model = MusicgenMelodyForConditionalGeneration.from_pretrained(source, dtype=jnp.float32)
+    model.save_pretrained(path, overwrite=True)
+    with open(marker, "w") as f:
+        json.dump(CONFIGS[name], f)
+    return path, time.perf_counter() - t0
+
+
+def converted(name: str, cache_dir: str) -> dict:
+    """The converted checkpoint's path, built in a child process on JAX's CPU backend when missing (so that the HF
+    format loader's peak, ~3x the weights, never overlaps HF's resident weights), and the seconds until ready."""
+    t0 = time.perf_counter()
+    cmd = [sys.executable, "-m", "benchmarks.bench", "--build-only", "--jax-weights", "converted", "--config", name]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}  # host work; leaves an accelerator to the parent
+    subprocess.run([*cmd, "--cache-dir", cache_dir], check=True, cwd=REPO, env=env)
+    path = os.path.join(cache_dir, name + "-converted")
     return {"path": path, "ready_s": time.perf_counter() - t0}
 
 
