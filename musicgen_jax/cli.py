@@ -1,4 +1,4 @@
-"""The ``musicgen-jax`` command: ``generate``, ``convert``, ``random-checkpoint`` and ``finetune``.
+"""The ``musicgen-jax`` command: ``generate``, ``convert``, ``random-checkpoint``, ``finetune`` and ``verify``.
 
 Every expected failure (bad checkpoint, bad audio, bad argument, unwritable output) ends with one line on stderr
 and exit status 2; set ``MUSICGEN_JAX_DEBUG=1`` to see the traceback instead.
@@ -110,7 +110,9 @@ def cmd_generate(args) -> int:
                 f"--melody {args.melody}: {melody.shape[-1] / melody_rate:.6g} s of audio is shorter than one chroma "
                 f"frame ({fe.hop_length} samples at {fe.sampling_rate} Hz); give at least {least:g} s"
             )
-    model = MusicgenMelodyForConditionalGeneration.from_pretrained(args.model, dtype=args.dtype)
+    model = MusicgenMelodyForConditionalGeneration.from_pretrained(
+        args.model, dtype=args.dtype, matmul_precision=args.matmul_precision
+    )
     batch = max(len(texts), 1)
     if melody is None:
         inputs = processor(text=texts, padding=True)
@@ -183,6 +185,29 @@ def cmd_finetune(args) -> int:
     return 0
 
 
+def cmd_verify(args) -> int:
+    import math
+
+    from musicgen_jax import verify
+
+    if args.steps <= 0:
+        raise CLIError(f"--steps must be positive, got {args.steps}")
+    for flag, value in (("--rtol", args.rtol), ("--bf16-rtol", args.bf16_rtol)):
+        if not (math.isfinite(value) and value > 0):
+            raise CLIError(f"{flag} must be a finite number > 0, got {value}")
+    if args.guidance_scale is not None and not math.isfinite(args.guidance_scale):
+        raise CLIError(f"--guidance-scale must be a finite number, got {args.guidance_scale}")
+    report = verify.run(
+        args.model,
+        hf=args.hf,
+        steps=args.steps,
+        guidance_scale=args.guidance_scale,
+        tolerances=verify.Tolerances(float32=args.rtol, bfloat16=args.bf16_rtol),
+    )
+    print(report.table())
+    return report.exit_status  # 1 when a check failed
+
+
 _OVERWRITE_HELP = (
     "also write into a non-empty folder that is not a converted checkpoint (its files are left as they are); a "
     "converted checkpoint is replaced atomically without it"
@@ -190,6 +215,8 @@ _OVERWRITE_HELP = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from musicgen_jax import compilation_cache
+
     parser = ArgumentParser(prog="musicgen-jax", description="MusicGen Melody in JAX")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -207,11 +234,19 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--greedy", action="store_true", help="argmax decoding instead of sampling")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"])
+    gen.add_argument(
+        "--matmul-precision",
+        default=None,
+        choices=["highest", "high", "default"],
+        help="matmul precision on TPU/GPU (default: exact float32 for float32 weights, bf16 passes for bfloat16); "
+        "'high' or 'default' trade float32 exactness for speed",
+    )
     gen.add_argument("--out", default="musicgen_out.wav", help="output WAV (more texts: out_1.wav, ...)")
     gen.add_argument(
         "--overwrite", action="store_true", help="replace existing output files that musicgen-jax did not write"
     )
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    compilation_cache.add_argument(gen)
     gen.set_defaults(func=cmd_generate)
 
     conv = sub.add_parser("convert", help="HF checkpoint -> musicgen-jax (orbax) directory")
@@ -251,7 +286,30 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--log-every", type=int, default=10, help="steps between log lines (default 10)")
     ft.add_argument("--save-every", type=int, default=500, help="steps between checkpoints (default 500)")
     ft.add_argument("--keep", type=int, default=3, help="checkpoints to keep (default 3)")
+    compilation_cache.add_argument(ft)
     ft.set_defaults(func=cmd_finetune)
+
+    ver = sub.add_parser(
+        "verify",
+        help="check a checkpoint on this machine: float32 parity with HF transformers, bfloat16 vs float32",
+        description="Check a checkpoint on this machine: T5 states, logits and greedy codes against HF transformers "
+        "(float32, CPU), and bfloat16 against float32. Prints a table; exits 0 when every check passes, 1 when one "
+        "fails, 2 on bad input.",
+    )
+    ver.add_argument("--model", required=True, help="HF checkpoint directory, converted directory, or Hub id")
+    ver.add_argument(
+        "--hf", help="the HF checkpoint to compare against (default --model itself; needed for a converted directory)"
+    )
+    ver.add_argument("--steps", type=int, default=16, help="greedy decoder steps to compare (default 16)")
+    ver.add_argument("--guidance-scale", type=float, help="default: the checkpoint's generation config")
+    ver.add_argument(
+        "--rtol", type=float, default=1e-4, help="float32 relative error allowed vs HF (states, logits, audio; 1e-4)"
+    )
+    ver.add_argument(
+        "--bf16-rtol", type=float, default=5e-2, help="bfloat16 logits' relative error allowed (default 5e-2)"
+    )
+    compilation_cache.add_argument(ver)
+    ver.set_defaults(func=cmd_verify)
     return parser
 
 
@@ -273,6 +331,12 @@ def _run(argv: list[str]) -> int:
         if not os.environ.get("MUSICGEN_JAX_DEBUG"):
             _quiet_libraries()
         args = build_parser().parse_args(argv)
+        from musicgen_jax import compilation_cache
+
+        if getattr(args, "no_compilation_cache", False):
+            with compilation_cache.refused():
+                return args.func(args)
+        compilation_cache.enable()
         return args.func(args)
     except KeyboardInterrupt:
         print("musicgen-jax: interrupted", file=sys.stderr)

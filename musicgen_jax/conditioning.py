@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from musicgen_jax.config import MusicgenMelodyConfig
+from musicgen_jax.layers import einsum
 
 
 def abstract_params(config: MusicgenMelodyConfig) -> dict:
@@ -41,9 +42,8 @@ def project_text(params: dict, config: MusicgenMelodyConfig, text_BWE, attention
     """T5 states -> decoder width (when sizes differ), then zeroed at padded positions, as HF's forward does."""
     if config.has_text_projection:
         p = params["text_proj"]
-        text_BWE = jnp.einsum("BWE,ED->BWD", text_BWE, p["kernel"].astype(text_BWE.dtype)) + p["bias"].astype(
-            text_BWE.dtype
-        )
+        text_BWE = einsum("BWE,ED->BWD", text_BWE, p["kernel"], matmul_precision=config.matmul_precision)
+        text_BWE = text_BWE + p["bias"].astype(text_BWE.dtype)
     if attention_mask_BW is not None:
         text_BWE = text_BWE * attention_mask_BW[..., None].astype(text_BWE.dtype)
     return text_BWE
@@ -54,7 +54,7 @@ def project_chroma(params: dict, config: MusicgenMelodyConfig, chroma_BMC):
     x = chroma_BMC
     if config.has_chroma_projection:
         p = params["chroma_proj"]
-        x = jnp.einsum("BMC,CD->BMD", x, p["kernel"].astype(x.dtype)) + p["bias"].astype(x.dtype)
+        x = einsum("BMC,CD->BMD", x, p["kernel"], matmul_precision=config.matmul_precision) + p["bias"].astype(x.dtype)
     frames = x.shape[1]
     if frames < config.chroma_length:
         # HF repeats the whole sequence ceil(chroma_length / frames) times, then truncates.

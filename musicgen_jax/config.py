@@ -38,10 +38,29 @@ _BOOKKEEPING = frozenset(
 )
 
 
+# Fields of our configs that are runtime choices, not model hyperparameters: never read from nor written to
+# ``config.json`` (a file that names one is refused as an unknown field).
+RUNTIME_FIELDS = frozenset({"matmul_precision"})
+
+# ``matmul_precision`` values, as ``jax.lax.Precision`` names. None (the default) picks by the weights' dtype: float32
+# weights compute with "highest" (exact float32 products on every backend, as PyTorch's float32 with TF32 off),
+# bfloat16 weights with one bfloat16 pass accumulated in float32. "high" (bf16_3x on TPU, TF32 on GPU) and "default"
+# (one bf16 pass on TPU, TF32 on GPU) trade exactness in float32 for speed.
+MATMUL_PRECISIONS = ("highest", "high", "default")
+
+
+def _check_matmul_precision(value, where: str) -> None:
+    _require(
+        value is None or value in MATMUL_PRECISIONS,
+        where,
+        f"matmul_precision must be None (by dtype) or one of {', '.join(MATMUL_PRECISIONS)}, got {value!r}",
+    )
+
+
 def _read_fields(cls, data: Mapping[str, Any], where: str, *, ignore: frozenset = frozenset(), rename=None):
     """Keyword arguments for ``cls`` from ``data``; unknown fields raise, bookkeeping is dropped."""
     rename = rename or {}
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {f.name for f in dataclasses.fields(cls)} - RUNTIME_FIELDS
     kwargs = {}
     for key, value in data.items():
         key = rename.get(key, key)
@@ -91,6 +110,7 @@ class DecoderConfig:
     tie_word_embeddings: bool = False
     pad_token_id: int = 2048
     bos_token_id: int = 2048
+    matmul_precision: str | None = None  # a runtime choice (RUNTIME_FIELDS), not read from config.json
 
     @property
     def head_dim(self) -> int:
@@ -122,6 +142,7 @@ class DecoderConfig:
         )
         _require(self.layerdrop == 0, where, f"layerdrop={self.layerdrop} is not supported (only 0.0)")
         _require(not self.tie_word_embeddings, where, "tie_word_embeddings=True is not supported for the decoder")
+        _check_matmul_precision(self.matmul_precision, where)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +161,7 @@ class T5Config:
     layer_norm_epsilon: float = 1e-6
     feed_forward_proj: str = "relu"
     pad_token_id: int = 0
+    matmul_precision: str | None = None  # a runtime choice (RUNTIME_FIELDS), not read from config.json
 
     @property
     def is_gated_act(self) -> bool:
@@ -177,6 +199,7 @@ class T5Config:
             where,
             f"feed_forward_proj activation {self.dense_act_fn!r} is not supported (supported: {sorted(ACTIVATIONS)})",
         )
+        _check_matmul_precision(self.matmul_precision, where)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,6 +349,23 @@ class MusicgenMelodyConfig:
             raise ConfigError(f"{where}: a stereo decoder decodes each channel with a mono codec")
         return config
 
+    @property
+    def matmul_precision(self) -> str | None:
+        """The matmul precision of the text encoder and decoder (see :data:`MATMUL_PRECISIONS`)."""
+        return self.decoder.matmul_precision
+
+    def with_matmul_precision(self, matmul_precision: str | None) -> MusicgenMelodyConfig:
+        """This config computing its T5 and decoder matmuls at ``matmul_precision`` (None: by the weights' dtype).
+
+        EnCodec, the chroma filter bank and the resampler always use "highest": their outputs feed argmaxes (codes,
+        chroma bins) where a near tie must resolve as in PyTorch."""
+        _check_matmul_precision(matmul_precision, "matmul_precision")
+        return dataclasses.replace(
+            self,
+            text_encoder=dataclasses.replace(self.text_encoder, matmul_precision=matmul_precision),
+            decoder=dataclasses.replace(self.decoder, matmul_precision=matmul_precision),
+        )
+
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> MusicgenMelodyConfig:
         file = os.path.join(path, "config.json") if os.path.isdir(path) else os.fspath(path)
@@ -335,7 +375,11 @@ class MusicgenMelodyConfig:
         """A HF ``config.json`` dict that :meth:`from_hf` (and transformers) read back to this config."""
 
         def plain(config, model_type):
-            data = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+            data = {
+                k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(config).items()
+                if k not in RUNTIME_FIELDS
+            }
             return {"model_type": model_type, **data}
 
         return {

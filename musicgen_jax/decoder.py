@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from musicgen_jax.config import DecoderConfig
-from musicgen_jax.layers import activation, layer_norm
+from musicgen_jax.layers import activation, dot_general, einsum, layer_norm, matmul
 
 _init = nn.initializers.normal(0.02)
 
@@ -145,7 +145,8 @@ class Attention(nn.Module):
         D, N, H = cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim
         qkv = self.param("qkv", _init, (D, 3, N, H))
         out = self.param("out", _init, (N, H, D))
-        qkv_BTGNH = jnp.einsum("BTD,DGNH->BTGNH", x_BTD, qkv.astype(x_BTD.dtype))
+        prec = cfg.matmul_precision
+        qkv_BTGNH = einsum("BTD,DGNH->BTGNH", x_BTD, qkv, matmul_precision=prec)
         qkv_GBNTH = qkv_BTGNH.transpose(2, 0, 3, 1, 4)  # activations only: tiny
         q_BNTH, k_BNTH, v_BNTH = qkv_GBNTH[0], qkv_GBNTH[1], qkv_GBNTH[2]
         if cache is not None and layer is None:
@@ -164,14 +165,14 @@ class Attention(nn.Module):
             cache = (k_LBNSH, v_LBNSH)
         else:
             k_BNSH, v_BNSH = k_BNTH, v_BNTH
-        scores_BNTS = jnp.einsum("BNTH,BNSH->BNTS", q_BNTH, k_BNSH.astype(q_BNTH.dtype)) * (H**-0.5)
-        scores_BNTS = jnp.where(mask_BTS[:, None], scores_BNTS.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+        scores_BNTS = einsum("BNTH,BNSH->BNTS", q_BNTH, k_BNSH, matmul_precision=prec, out_dtype=jnp.float32)
+        scores_BNTS = jnp.where(mask_BTS[:, None], scores_BNTS * (H**-0.5), jnp.finfo(jnp.float32).min)
         probs_BNTS = jax.nn.softmax(scores_BNTS, axis=-1).astype(x_BTD.dtype)
         probs_BNTS = nn.Dropout(cfg.attention_dropout)(probs_BNTS, deterministic=self.deterministic)
-        attn_BNTH = jnp.einsum("BNTS,BNSH->BNTH", probs_BNTS, v_BNSH.astype(x_BTD.dtype))
+        attn_BNTH = einsum("BNTS,BNSH->BNTH", probs_BNTS, v_BNSH, matmul_precision=prec)
         B, T = x_BTD.shape[:2]
         attn = attn_BNTH.transpose(0, 2, 1, 3).reshape(B, T, N * H)  # (B, T, N*H)
-        return attn @ out.reshape(N * H, D).astype(x_BTD.dtype), cache
+        return matmul(attn, out.reshape(N * H, D), matmul_precision=prec), cache
 
 
 class MLP(nn.Module):
@@ -183,9 +184,10 @@ class MLP(nn.Module):
         cfg = self.config
         up = self.param("up", _init, (cfg.hidden_size, cfg.ffn_dim))
         down = self.param("down", _init, (cfg.ffn_dim, cfg.hidden_size))
-        h_BTF = activation(cfg.activation_function)(jnp.einsum("BTD,DF->BTF", x_BTD, up.astype(x_BTD.dtype)))
+        prec = cfg.matmul_precision
+        h_BTF = activation(cfg.activation_function)(einsum("BTD,DF->BTF", x_BTD, up, matmul_precision=prec))
         h_BTF = nn.Dropout(cfg.activation_dropout)(h_BTF, deterministic=self.deterministic)
-        return jnp.einsum("BTF,FD->BTD", h_BTF, down.astype(x_BTD.dtype))
+        return einsum("BTF,FD->BTD", h_BTF, down, matmul_precision=prec)
 
 
 class DecoderLayer(nn.Module):
@@ -291,7 +293,10 @@ class Decoder(nn.Module):
         B, T = x_BTD.shape[:2]
         x_rows = jnp.broadcast_to(x_BTD.reshape(1, B * T, D), (K, B * T, D))  # (K, B*T, D)
         dims = (((2,), (1,)), ((0,), (0,)))  # contract D; batch over K
-        logits_rows = jax.lax.dot_general(x_rows, lm_heads.astype(x_BTD.dtype), dims)  # (K, B*T, V)
+        # float32 logits whatever the weights' dtype (sampling and the loss read them in float32)
+        logits_rows = dot_general(  # (K, B*T, V)
+            x_rows, lm_heads, dims, matmul_precision=cfg.matmul_precision, out_dtype=jnp.float32
+        )
         logits_BKTV = logits_rows.reshape(K, B, T, V).transpose(1, 0, 2, 3)
         return logits_BKTV, (None if new_cache is None else KVCache(*new_cache))
 

@@ -52,6 +52,11 @@ from musicgen_jax.config import ConfigError, EncodecConfig, read_json
 _PRECISION = jax.lax.Precision.HIGHEST
 
 
+def _accumulation(dtype):
+    """bfloat16/float16 products accumulate in float32 (the package's precision policy, ``layers.py``)."""
+    return jnp.float32 if jnp.finfo(dtype).bits < 32 else None
+
+
 def _elu(x):
     return jax.nn.elu(x)  # torch.nn.ELU(alpha=1.0); both use expm1
 
@@ -172,7 +177,8 @@ class Conv(_ConvBase):
             rhs_dilation=(self.dilation,),
             dimension_numbers=("NWC", "WIO", "NWC"),
             precision=_PRECISION,
-        )
+            preferred_element_type=_accumulation(self.dtype),
+        ).astype(self.dtype)
         y_BYO = y_BYO + bias
         return y_BYO if norm is None else norm(y_BYO)
 
@@ -198,7 +204,8 @@ class ConvTranspose(_ConvBase):
             lhs_dilation=(stride,),
             dimension_numbers=("NWC", "WIO", "NWC"),
             precision=_PRECISION,
-        )
+            preferred_element_type=_accumulation(self.dtype),
+        ).astype(self.dtype)
         y_BYO = y_BYO + bias
         if norm is not None:
             # HF normalises before trimming, so the trimmed samples count in the group statistics.
@@ -236,11 +243,14 @@ class ResBlock(nn.Module):
 def _lstm_layer(x_YBI, w_in_IGO, w_rec_IGO, b_in_GO, b_rec_GO):
     """One torch ``nn.LSTM`` layer from zero state over time-major input: ``(Y, B, I)`` -> ``(Y, B, O)``."""
     # torch: gates = (x W_ih^T + b_ih) + (h W_hh^T + b_hh); the input half is computed for all steps at once.
-    x_in_YBGO = jnp.einsum("YBI,IGO->YBGO", x_YBI, w_in_IGO, precision=_PRECISION) + b_in_GO
+    acc = _accumulation(x_YBI.dtype)
+    x_in_YBGO = jnp.einsum("YBI,IGO->YBGO", x_YBI, w_in_IGO, precision=_PRECISION, preferred_element_type=acc)
+    x_in_YBGO = x_in_YBGO.astype(x_YBI.dtype) + b_in_GO
 
     def step(carry, x_in_BGO):
         h_BO, c_BO = carry
-        gates_BGO = x_in_BGO + (jnp.einsum("BI,IGO->BGO", h_BO, w_rec_IGO, precision=_PRECISION) + b_rec_GO)
+        rec_BGO = jnp.einsum("BI,IGO->BGO", h_BO, w_rec_IGO, precision=_PRECISION, preferred_element_type=acc)
+        gates_BGO = x_in_BGO + (rec_BGO.astype(h_BO.dtype) + b_rec_GO)
         i, f, g, o = (gates_BGO[:, k] for k in range(4))
         c_BO = jax.nn.sigmoid(f) * c_BO + jax.nn.sigmoid(i) * jnp.tanh(g)
         h_BO = jax.nn.sigmoid(o) * jnp.tanh(c_BO)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from musicgen_jax import core, sampling
+from musicgen_jax import core, sampling, sharding
 from musicgen_jax.config import GenerationConfig
 
 
@@ -167,11 +167,15 @@ def decode_length(
 
 
 def run_loop(
-    decoder_params, prefix_BPD, prompt, total: int, knobs: Knobs, rng, decoder_config, progress=None
+    decoder_params, prefix_BPD, prompt, total: int, knobs: Knobs, rng, decoder_config, progress=None, rules=None
 ) -> tuple[np.ndarray, dict]:
     """Stage 5: the compiled loop. ``prompt`` ``(B * K, Q)`` -> codes ``(B, K, frames)`` (delay pattern reverted)
     and its timings (``prefill_seconds``, ``decode_seconds``, ``compile_seconds``). ``progress(done, total)`` runs
-    the steps in compiled chunks of 32 with one host sync each."""
+    the steps in compiled chunks of 32 with one host sync each.
+
+    When the parameters live on a mesh, the rows (the prefix's ``[cond; uncond]`` rows, the prompt and the pattern)
+    are split over the batch rule's axes of ``rules`` (default :data:`musicgen_jax.sharding.RULES`) where they
+    divide; the KV cache follows them inside the loop."""
     dec = decoder_config
     batch = prompt.shape[0] // dec.num_codebooks
     fixed, pattern = sampling.build_delay_pattern(
@@ -182,14 +186,18 @@ def run_loop(
         jnp.float32(knobs.top_p),
         jnp.float32(knobs.guidance_scale if knobs.use_cfg else 1.0),
     )
+    mesh = sharding.mesh_of(decoder_params)
+    fixed_BKQ, pattern_BKT = jnp.asarray(fixed), jnp.asarray(pattern)
+    if mesh is not None:
+        rules = sharding.RULES if rules is None else rules
+        prefix_BPD, fixed_BKQ, pattern_BKT = sharding.shard_batch((prefix_BPD, fixed_BKQ, pattern_BKT), mesh, rules)
     # On a mesh the prefill keeps 2B rows: B + 1 rows would not split evenly over the data axis.
-    placement = getattr(jax.tree_util.tree_leaves(decoder_params)[0], "sharding", None)
-    single_device = placement is None or len(placement.device_set) == 1
+    single_device = mesh is None
     tokens, timings = sampling.run_loop(
         decoder_params,
         prefix_BPD,
-        jnp.asarray(fixed),
-        jnp.asarray(pattern),
+        fixed_BKQ,
+        pattern_BKT,
         rng,
         sampling_params,
         chunk=None if progress is None else 32,
@@ -203,7 +211,7 @@ def run_loop(
         # generate's unconditional rows are all the same (zero text, null chroma, the same BOS): one prefill row
         shared_uncond=knobs.use_cfg and single_device and sampling.uncond_rows_shared(prefix_BPD, fixed),
     )
-    tokens = sampling.apply_delay_pattern(np.asarray(tokens), pattern)
+    tokens = sampling.apply_delay_pattern(sharding.to_host(tokens), pattern)
     return sampling.revert_delay_pattern(tokens, knobs.pad_token_id), timings
 
 

@@ -1,4 +1,14 @@
-"""Small building blocks shared by several network parts: activations and layer norms matching PyTorch."""
+"""Small building blocks shared by several network parts: the matmul precision policy, activations and layer norms
+matching PyTorch.
+
+The precision policy (every matmul of T5, the conditioning projections and the decoder goes through :func:`einsum`,
+:func:`matmul` or :func:`dot_general`): JAX's default precision is one bfloat16 pass on TPU and TF32 on recent GPUs,
+so "float32" would silently not be float32 there. Float32 operands therefore ask for ``Precision.HIGHEST`` (exact
+float32 products on every backend, as PyTorch's float32 with TF32 off; XLA:CPU computes float32 either way).
+Lower-precision operands (bfloat16 weights) run one pass at their precision and accumulate in float32
+(``preferred_element_type``); softmax and norms run in float32 in the modules. A config's ``matmul_precision``
+("highest", "high", "default") overrides the precision for users who trade exactness for speed.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +27,51 @@ def gelu_exact(x):
 def gelu_tanh(x):
     # HF "gelu_new" / "gelu_pytorch_tanh": 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
     return 0.5 * x * (1.0 + jnp.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * jnp.power(x, 3.0))))
+
+
+_PRECISIONS = {
+    "highest": jax.lax.Precision.HIGHEST,
+    "high": jax.lax.Precision.HIGH,
+    "default": jax.lax.Precision.DEFAULT,
+}
+
+
+def precision_policy(dtype, matmul_precision: str | None = None):
+    """``(precision, accumulation dtype)`` for a matmul over operands of ``dtype``: see the module docstring.
+
+    ``matmul_precision`` None picks by dtype: float32 (or wider) -> HIGHEST, accumulated in its own dtype; bfloat16
+    or float16 -> DEFAULT (one pass at that precision), accumulated in float32. A name from
+    :data:`musicgen_jax.config.MATMUL_PRECISIONS` sets the precision; accumulation stays float32 or wider."""
+    low = jnp.finfo(dtype).bits < 32
+    if matmul_precision is None:
+        precision = jax.lax.Precision.DEFAULT if low else jax.lax.Precision.HIGHEST
+    else:
+        precision = _PRECISIONS[matmul_precision]
+    return precision, (jnp.float32 if low else None)
+
+
+def einsum(spec: str, x, y, *, matmul_precision: str | None = None, out_dtype=None):
+    """``jnp.einsum(spec, x, y)`` under the precision policy. ``y`` (usually a kernel) is cast to ``x``'s dtype; the
+    result is ``out_dtype`` (default ``x``'s dtype; pass float32 to keep the float32 accumulation, e.g. scores)."""
+    precision, acc = precision_policy(x.dtype, matmul_precision)
+    out = jnp.einsum(spec, x, y.astype(x.dtype), precision=precision, preferred_element_type=acc)
+    return out.astype(out_dtype or x.dtype)
+
+
+def matmul(x, y, *, matmul_precision: str | None = None, out_dtype=None):
+    """``x @ y`` under the precision policy (as :func:`einsum`)."""
+    precision, acc = precision_policy(x.dtype, matmul_precision)
+    out = jnp.matmul(x, y.astype(x.dtype), precision=precision, preferred_element_type=acc)
+    return out.astype(out_dtype or x.dtype)
+
+
+def dot_general(x, y, dimension_numbers, *, matmul_precision: str | None = None, out_dtype=None):
+    """``jax.lax.dot_general`` under the precision policy (as :func:`einsum`)."""
+    precision, acc = precision_policy(x.dtype, matmul_precision)
+    out = jax.lax.dot_general(
+        x, y.astype(x.dtype), dimension_numbers, precision=(precision, precision), preferred_element_type=acc
+    )
+    return out.astype(out_dtype or x.dtype)
 
 
 _ACTIVATIONS = {

@@ -6,6 +6,7 @@ This module only wires the network parts together; each part lives in its own fi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from typing import Any
@@ -14,12 +15,32 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from musicgen_jax import checkpoint, core, generation, hub, loss, parameters, sharding
+from musicgen_jax import checkpoint, compilation_cache, core, generation, hub, loss, parameters, sharding
 from musicgen_jax import decoder as decoder_module
 from musicgen_jax.config import GenerationConfig, MusicgenMelodyConfig
 from musicgen_jax.encodec import EncodecModel
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def _on_own_mesh(method):
+    """Runs a front-door method on the (``Auto``) mesh the model's parameters live on, even inside a caller's
+    ``with jax.set_mesh(...)`` block of an explicit-axes mesh (:func:`musicgen_jax.sharding.context`)."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with sharding.context(self.params):
+            return method(self, *args, **kwargs)
+
+    return run
+
+
+def default_scan_layers(backend: str | None = None) -> bool:
+    """The decoder layout :meth:`~MusicgenMelodyForConditionalGeneration.from_pretrained` picks on ``backend``
+    (default: ``jax.default_backend()``): unrolled on CPU, where it decodes fastest (measured: XLA:CPU copies each
+    layer's kernels and KV cache out of a stacked buffer on every step); scanned on TPU and GPU, where it reads
+    slices in place and keeps compile time flat in depth (what MaxText does)."""
+    return (backend or jax.default_backend()) != "cpu"
 
 
 def resolve_dtype(dtype: Any):
@@ -80,9 +101,17 @@ class MusicgenMelodyForConditionalGeneration:
       generation_config: defaults for :meth:`generate`, read from ``generation_config.json``.
     """
 
-    def __init__(self, config: MusicgenMelodyConfig, params: dict, generation_config: GenerationConfig | None = None):
+    def __init__(
+        self,
+        config: MusicgenMelodyConfig,
+        params: dict,
+        generation_config: GenerationConfig | None = None,
+        rules: Any = None,
+    ):
         self.config = config
         self.params = params
+        # how the parameters were placed on a mesh (musicgen_jax.sharding rules); generate splits rows by it too
+        self.rules = sharding.RULES if rules is None else rules
         self.generation_config = generation_config or GenerationConfig(
             pad_token_id=config.decoder.pad_token_id, bos_token_id=config.decoder.bos_token_id
         )
@@ -103,34 +132,57 @@ class MusicgenMelodyForConditionalGeneration:
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | os.PathLike, dtype: Any = jnp.float32, mesh=None, scan_layers: bool = False
+        cls,
+        name_or_path: str | os.PathLike,
+        dtype: Any = jnp.float32,
+        mesh=None,
+        scan_layers: bool | None = None,
+        *,
+        rules: Any = None,
+        matmul_precision: str | None = None,
     ) -> MusicgenMelodyForConditionalGeneration:
         """Loads a checkpoint: a local HF directory (``config.json`` + safetensors, sharded or not, or a .bin), a
         Hugging Face Hub id such as ``"facebook/musicgen-melody"``, or a directory written by :meth:`save_pretrained`
         / ``musicgen-jax convert`` (orbax; the fastest to load).
 
         ``dtype``: ``jnp.float32`` (default), ``jnp.bfloat16``, ``"float32"``/``"bfloat16"``, or ``"auto"`` to keep
-        the checkpoint's dtype. ``mesh``: a ``jax.sharding.Mesh`` with axes ``("data", "model")`` (see
-        :func:`musicgen_jax.sharding.make_mesh`): every parameter is placed by its logical axes; a converted
-        checkpoint restores straight into those shardings.
+        the checkpoint's dtype. ``mesh``: any ``jax.sharding.Mesh`` (``jax.make_mesh``'s, explicit or auto axes, or
+        :func:`musicgen_jax.sharding.make_mesh`'s): every parameter is placed by its logical axes through ``rules``
+        (default :data:`musicgen_jax.sharding.RULES`, for axes named ``data`` and ``model``; other names through
+        :func:`musicgen_jax.sharding.rules_for`), and ``generate`` splits its rows by them too; a converted checkpoint
+        restores straight into those shardings.
 
-        ``scan_layers``: the decoder's parameter layout (see ``musicgen_jax.decoder``). False (default): one buffer per
-        layer, run unrolled; the fastest decoding (XLA:CPU copies a stacked layer's kernels and cache out of the
-        stack on every step), at a longer compile. True: the layers stacked and scanned, as checkpoints store them;
-        flat compile time, what fine-tuning uses. Both give the same numbers.
+        ``scan_layers``: the decoder's parameter layout (see ``musicgen_jax.decoder``). None (default): by backend,
+        :func:`default_scan_layers` (unrolled on CPU, scanned on TPU and GPU). False: one buffer per layer, run
+        unrolled; the fastest decoding on XLA:CPU (which copies a stacked layer's kernels and cache out of the stack
+        on every step), at a compile time that grows with depth. True: the layers stacked and scanned, as checkpoints
+        store them; flat compile time, what fine-tuning and accelerators use. Both give the same numbers.
+
+        ``matmul_precision``: None (default) computes float32 weights with exact float32 products on every backend
+        (``Precision.HIGHEST``: HF's float32 numbers) and bfloat16 weights with bf16 products accumulated in float32;
+        "high" or "default" trade float32 exactness for speed on TPU/GPU (see ``musicgen_jax/layers.py``).
+
+        Loading also turns on the persistent compilation cache (:mod:`musicgen_jax.compilation_cache`), so a new
+        process skips XLA compilation of programs an earlier one compiled; ``MUSICGEN_JAX_COMPILATION_CACHE=0`` turns
+        it off.
         """
+        compilation_cache.enable()  # a no-op when turned off (MUSICGEN_JAX_COMPILATION_CACHE=0) or set by the user
+        scan_layers = default_scan_layers() if scan_layers is None else bool(scan_layers)
+        rules = sharding.RULES if rules is None else rules
+        if mesh is not None:
+            sharding.check_rules(mesh, rules)  # before anything is read
         source = hub.resolve(name_or_path, follow=False)
         path = checkpoint.resolve(source)  # a converted directory's current version
         target = resolve_dtype(dtype)
         if checkpoint.is_converted(path):
             config = MusicgenMelodyConfig.from_pretrained(path)
             abstract = parameters.abstract(config)
-            shardings = None if mesh is None else sharding.shardings_for(abstract, mesh)
+            shardings = None if mesh is None else sharding.shardings_for(abstract, mesh, rules)
             params = checkpoint.restore(path, abstract, dtype=target, shardings=shardings)
             if not scan_layers:
                 params["decoder"] = decoder_module.unstack_layers(params["decoder"], consume=True)
                 if mesh is not None:
-                    params = sharding.shard_params(params, mesh)
+                    params = sharding.shard_params(params, mesh, rules)
         else:
             from convert import convert_checkpoint  # the converter is only needed when loading HF weights
 
@@ -139,8 +191,9 @@ class MusicgenMelodyForConditionalGeneration:
                 params["decoder"] = decoder_module.unstack_layers(params["decoder"], consume=True)
             params = cast_params(params, target)
             if mesh is not None:
-                params = sharding.shard_params(params, mesh)
-        model = cls(config, params, GenerationConfig.from_pretrained(path, config.decoder))
+                params = sharding.shard_params(params, mesh, rules)
+        config = config.with_matmul_precision(matmul_precision)
+        model = cls(config, params, GenerationConfig.from_pretrained(path, config.decoder), rules=rules)
         model.source_dir = source
         return model
 
@@ -168,6 +221,7 @@ class MusicgenMelodyForConditionalGeneration:
     # ----------------------------------------------------------------------------------------------------------
     # Forward pass
 
+    @_on_own_mesh
     def encode_text(self, input_ids, attention_mask=None) -> jax.Array:
         """T5 ``last_hidden_state`` ``(batch, seq, d_model_text)`` of token ids ``(batch, seq)``, not projected."""
         ids = generation.as_int_array("input_ids", input_ids, ndim=2)
@@ -183,6 +237,7 @@ class MusicgenMelodyForConditionalGeneration:
             raise ValueError(f"attention_mask shape {mask.shape} does not match input_ids shape {ids.shape}")
         return core.encode_text_jit(self.params, self.config, jnp.asarray(ids), jnp.asarray(mask))
 
+    @_on_own_mesh
     def __call__(
         self,
         input_ids=None,
@@ -252,6 +307,7 @@ class MusicgenMelodyForConditionalGeneration:
     # ----------------------------------------------------------------------------------------------------------
     # Generation
 
+    @_on_own_mesh
     def generate(
         self,
         input_ids=None,
@@ -329,8 +385,9 @@ class MusicgenMelodyForConditionalGeneration:
             duration=duration,
         )
         clock.lap("prompt_seconds")
+        key = generation.sampling_key(seed, rng)
         codes, loop = generation.run_loop(
-            self.params["decoder"], prefix, prompt, total, knobs, generation.sampling_key(seed, rng), dec, progress
+            self.params["decoder"], prefix, prompt, total, knobs, key, dec, progress, rules=self.rules
         )
         clock.add(loop)
         audio = clock.lap("codec_decode_seconds", self.decode_audio(codes)).view(AudioArray)
@@ -346,6 +403,7 @@ class MusicgenMelodyForConditionalGeneration:
         }
         return GenerateOutput(sequences=audio, audio_codes=codes, stats=stats)
 
+    @_on_own_mesh
     def decode_audio(self, codes_BKY) -> np.ndarray:
         """Codes ``(batch, num_codebooks, frames)`` -> float32 audio ``(batch, audio_channels, samples)``."""
         codes = jnp.asarray(codes_BKY, jnp.int32)
@@ -356,6 +414,7 @@ class MusicgenMelodyForConditionalGeneration:
             )
         return np.asarray(codec.decode(codes))
 
+    @_on_own_mesh
     def encode_audio(self, audio, name: str = "audio") -> np.ndarray:
         """A waveform ``(batch, audio_channels, samples)`` float at :attr:`sampling_rate` -> int codes
         ``(batch, num_codebooks, frames)`` (stereo: left and right codebooks interleaved, as the decoder reads them);

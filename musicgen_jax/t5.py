@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from musicgen_jax.config import T5Config
-from musicgen_jax.layers import activation
+from musicgen_jax.layers import activation, einsum
 
 _init = nn.initializers.normal(0.02)
 
@@ -75,12 +75,13 @@ class Attention(nn.Module):
         E, N, H = cfg.d_model, cfg.num_heads, cfg.d_kv
         qkv = self.param("qkv", _init, (E, 3, N, H))
         out = self.param("out", _init, (N, H, E))
-        q_BWNH, k_BSNH, v_BSNH = jnp.einsum("BWE,EGNH->GBWNH", x_BWE, qkv.astype(x_BWE.dtype))
-        scores_BNWS = jnp.einsum("BWNH,BSNH->BNWS", q_BWNH, k_BSNH)
-        probs_BNWS = jax.nn.softmax(scores_BNWS.astype(jnp.float32) + bias_BNWS, axis=-1).astype(x_BWE.dtype)
+        prec = cfg.matmul_precision
+        q_BWNH, k_BSNH, v_BSNH = einsum("BWE,EGNH->GBWNH", x_BWE, qkv, matmul_precision=prec)
+        scores_BNWS = einsum("BWNH,BSNH->BNWS", q_BWNH, k_BSNH, matmul_precision=prec, out_dtype=jnp.float32)
+        probs_BNWS = jax.nn.softmax(scores_BNWS + bias_BNWS, axis=-1).astype(x_BWE.dtype)
         probs_BNWS = nn.Dropout(cfg.dropout_rate)(probs_BNWS, deterministic=self.deterministic)
-        attn_BWNH = jnp.einsum("BNWS,BSNH->BWNH", probs_BNWS, v_BSNH)
-        return jnp.einsum("BWNH,NHE->BWE", attn_BWNH, out.astype(x_BWE.dtype))
+        attn_BWNH = einsum("BNWS,BSNH->BWNH", probs_BNWS, v_BSNH, matmul_precision=prec)
+        return einsum("BWNH,NHE->BWE", attn_BWNH, out, matmul_precision=prec)
 
 
 class MLP(nn.Module):
@@ -97,14 +98,15 @@ class MLP(nn.Module):
         act = activation(cfg.dense_act_fn)
         up = self.param("up", _init, (E, F))
         down = self.param("down", _init, (F, E))
-        h_BWF = jnp.einsum("BWE,EF->BWF", x_BWE, up.astype(x_BWE.dtype))
+        prec = cfg.matmul_precision
+        h_BWF = einsum("BWE,EF->BWF", x_BWE, up, matmul_precision=prec)
         if cfg.is_gated_act:
             gate = self.param("gate", _init, (E, F))
-            h_BWF = act(jnp.einsum("BWE,EF->BWF", x_BWE, gate.astype(x_BWE.dtype))) * h_BWF
+            h_BWF = act(einsum("BWE,EF->BWF", x_BWE, gate, matmul_precision=prec)) * h_BWF
         else:
             h_BWF = act(h_BWF)
         h_BWF = nn.Dropout(cfg.dropout_rate)(h_BWF, deterministic=self.deterministic)
-        return jnp.einsum("BWF,FE->BWE", h_BWF, down.astype(x_BWE.dtype))
+        return einsum("BWF,FE->BWE", h_BWF, down, matmul_precision=prec)
 
 
 class EncoderLayer(nn.Module):

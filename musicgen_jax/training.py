@@ -8,6 +8,7 @@ EnCodec codec never, it only turns audio into codes once before training).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from musicgen_jax import parameters
+from musicgen_jax import parameters, sharding
 from musicgen_jax.config import MusicgenMelodyConfig
 from musicgen_jax.loss import (
     IGNORE_INDEX,
@@ -171,7 +172,15 @@ def make_train_step(
         new_state = TrainState(state.step + 1, {**state.params, **train}, opt_state, rng)
         return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads), "tokens": aux["tokens"]}
 
-    return jax.jit(train_step, donate_argnums=(0,) if donate else ())
+    jitted = jax.jit(train_step, donate_argnums=(0,) if donate else ())
+
+    @functools.wraps(train_step)
+    def run(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        # on the state's own (Auto) mesh, even inside a caller's `with jax.set_mesh(explicit mesh)` block
+        with sharding.context(state.params):
+            return jitted(state, batch)
+
+    return run
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -97,7 +97,6 @@ def _device_checks() -> None:
     from musicgen_jax import MusicgenMelodyForConditionalGeneration, sampling, sharding, training
     from musicgen_jax import decoder as decoder_module
 
-    jax.config.update("jax_default_matmul_precision", "highest")
     assert jax.device_count() == 8, jax.devices()
     started = time.perf_counter()
     config = tiny_config()
@@ -225,8 +224,84 @@ def _device_checks() -> None:
     results["from_pretrained_diff"] = _max_diff(
         {**loaded.params, "decoder": decoder_module.stack_layers(loaded.params["decoder"])}, params
     )
+    results["any_mesh"] = _any_mesh_checks(config, params, batch, fresh_state, train_step, ref_losses)
     results["seconds"] = time.perf_counter() - started
     print("RESULTS " + json.dumps(results))
+
+
+def _mesh_kinds(shape):
+    """The meshes users build: jax.make_mesh (Explicit axes by default), jax.sharding.Mesh with Auto axes, ours, and
+    jax.make_mesh with their own axis names (mapped through rules)."""
+    import jax
+    from jax.sharding import AxisType, Mesh
+
+    from musicgen_jax import sharding
+
+    devices = np.array(jax.devices()).reshape(shape)
+    return {
+        "jax.make_mesh": (jax.make_mesh(shape, ("data", "model")), None),
+        "Mesh(Auto)": (Mesh(devices, ("data", "model"), axis_types=(AxisType.Auto,) * 2), None),
+        "sharding.make_mesh": (sharding.make_mesh(*shape), None),
+        "jax.make_mesh(dp, tp)": (jax.make_mesh(shape, ("dp", "tp")), sharding.rules_for(data="dp", model="tp")),
+    }
+
+
+def _any_mesh_checks(config, params, batch, fresh_state, train_step, ref_losses) -> dict:
+    """generate, the forward pass and the train step on every kind of mesh, bare and inside ``jax.set_mesh``."""
+    import contextlib
+    import tempfile
+
+    import jax
+    import jax.numpy as jnp
+
+    from musicgen_jax import MusicgenMelodyForConditionalGeneration, sharding
+
+    text = np.random.default_rng(2).integers(2, 90, (BATCH, 5))
+    mask = np.ones_like(text)
+    mask[::3, 4:] = 0
+    ids = np.random.default_rng(3).integers(0, config.decoder.vocab_size, (BATCH * config.decoder.num_codebooks, 6))
+    kwargs = dict(max_new_tokens=8, guidance_scale=3.0, do_sample=False, return_dict_in_generate=True)
+    single = MusicgenMelodyForConditionalGeneration(config, params)
+    ref_codes = single.generate(text, mask, **kwargs).audio_codes
+    ref_logits = np.asarray(single(input_ids=text, attention_mask=mask, decoder_input_ids=ids).logits)
+    found = {}
+    for shape in MESHES.values():
+        for kind, (mesh, rules) in _mesh_kinds(shape).items():
+            if shape != (2, 4) and kind != "jax.make_mesh":  # every kind on 2x4; what users build on every shape
+                continue
+            for ctx in ("bare", "set_mesh") if kind.startswith("jax.make_mesh") else ("bare",):
+                scope = jax.set_mesh(mesh) if ctx == "set_mesh" else contextlib.nullcontext()
+                with scope:
+                    placed = sharding.shard_params(params, mesh, rules or sharding.RULES)
+                    model = MusicgenMelodyForConditionalGeneration(config, placed, rules=rules)
+                    codes = model.generate(text, mask, **kwargs).audio_codes
+                    logits = model(input_ids=text, attention_mask=mask, decoder_input_ids=ids).logits
+                    state = sharding.shard_params(fresh_state(), mesh, rules or sharding.RULES)
+                    _, metrics = train_step(state, sharding.shard_batch(batch, mesh, rules or sharding.RULES))
+                found[f"{kind} {shape[0]}x{shape[1]} {ctx}"] = {
+                    "codes_equal": bool(np.array_equal(codes, ref_codes)),
+                    "logits_diff": float(np.max(np.abs(np.asarray(logits) - ref_logits))),
+                    "loss_diff": abs(float(metrics["loss"]) - ref_losses[0]),
+                    "qkv_spec": str(placed["decoder"]["layers"]["attn"]["qkv"].sharding.spec),
+                }
+    # from_pretrained(mesh=jax.make_mesh(...)): a converted checkpoint restored straight onto a user's mesh
+    mesh = jax.make_mesh((2, 4), ("data", "model"))
+    with tempfile.TemporaryDirectory() as tmp:
+        MusicgenMelodyForConditionalGeneration(config, params).save_pretrained(tmp)
+        loaded = MusicgenMelodyForConditionalGeneration.from_pretrained(tmp, mesh=mesh, scan_layers=False)
+        found["from_pretrained jax.make_mesh 2x4"] = {
+            "codes_equal": bool(np.array_equal(loaded.generate(text, mask, **kwargs).audio_codes, ref_codes)),
+            "logits_diff": 0.0,
+            "loss_diff": 0.0,
+            "qkv_spec": str(loaded.params["decoder"]["layers_0"]["attn"]["qkv"].sharding.spec),
+        }
+        try:
+            MusicgenMelodyForConditionalGeneration.from_pretrained(tmp, mesh=jax.make_mesh((2, 4), ("x", "y")))
+            found["unmapped_axes_error"] = ""
+        except ValueError as e:
+            found["unmapped_axes_error"] = str(e)
+    del jnp
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -309,6 +384,47 @@ def test_checkpoint_restores_into_shardings(results):
 def test_from_pretrained_with_a_mesh(results):
     assert results["from_pretrained_spec"] == "P(None, 'model')"  # unrolled (default): (D, F) per layer
     assert results["from_pretrained_diff"] == 0.0
+
+
+def test_generate_forward_and_train_step_on_any_mesh(results):
+    found = results["any_mesh"]
+    errors = found.pop("unmapped_axes_error")
+    for name, row in found.items():
+        print(
+            f"[sharding] {name}: codes {'equal' if row['codes_equal'] else 'DIFFER'}, logits diff "
+            f"{row['logits_diff']:.1e}, loss diff {row['loss_diff']:.1e}, qkv {row['qkv_spec']}"
+        )
+        assert row["codes_equal"], name
+        assert row["logits_diff"] <= 1e-5, name
+        assert row["loss_diff"] <= 1e-5, name
+    kinds = {name.split(" ")[0] for name in found}
+    assert {"jax.make_mesh", "Mesh(Auto)", "sharding.make_mesh", "jax.make_mesh(dp,", "from_pretrained"} <= kinds
+    assert {"jax.make_mesh 8x1 set_mesh", "jax.make_mesh 1x8 set_mesh", "jax.make_mesh 2x4 set_mesh"} <= set(found)
+    # the user's own axis names, through rules, split the same tensors as ours
+    assert found["jax.make_mesh(dp, tp) 2x4 bare"]["qkv_spec"] == "P(None, None, None, 'tp')"
+    assert found["jax.make_mesh 2x4 set_mesh"]["qkv_spec"] == "P(None, None, None, 'model')"
+    assert found["from_pretrained jax.make_mesh 2x4"]["qkv_spec"] == "P(None, None, 'model')"
+    # a mesh whose axes no rule names is refused before loading, naming the axis and the way out
+    assert "mesh axis 'x' (2 devices) is used by no sharding rule" in errors and "rules_for" in errors, errors
+
+
+def test_rules_and_axis_types():
+    import jax
+    from jax.sharding import AxisType, PartitionSpec
+
+    from musicgen_jax import sharding
+
+    mesh = jax.make_mesh((1, 1), ("data", "model"))
+    assert all(t == AxisType.Explicit for t in mesh.axis_types)  # what users get from jax
+    twin = sharding.auto(mesh)
+    assert all(t == AxisType.Auto for t in twin.axis_types) and twin.axis_names == mesh.axis_names
+    assert sharding.auto(twin) is twin
+    # a tuple of mesh axes splits a dimension over their product
+    rules = sharding.rules_for(data=("replica", "data"), model="model")
+    fake = type("FakeMesh", (), {"shape": {"replica": 2, "data": 2, "model": 2}})()
+    assert sharding.spec_for(("batch", "heads"), (8, 4), fake, rules) == PartitionSpec(("replica", "data"), "model")
+    assert sharding.spec_for(("batch",), (6,), fake, rules) == PartitionSpec()  # 6 rows do not split 4 ways
+    sharding.check_rules(jax.make_mesh((1,), ("data",)))  # a rule's axis may be absent: replicated there
 
 
 def test_logical_axes_table():
