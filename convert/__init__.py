@@ -1,6 +1,7 @@
 """PyTorch (HF transformers) checkpoints -> musicgen-jax parameter trees, strictly and without torch.
 
-``convert_checkpoint(path)`` reads a HF MusicGen Melody checkpoint directory and returns ``(config, params)``:
+``convert_checkpoint(path)`` reads a HF MusicGen Melody or plain MusicGen checkpoint directory (the family by its
+``model_type``) and returns ``(config, params)``:
 the parameter tree is a nested dict of numpy arrays whose layout the Flax modules define. Each network part has
 its own table (``convert/decoder.py``, ...); every HF tensor must be claimed by exactly one part.
 """
@@ -80,7 +81,7 @@ def convert_tensors(
         if owner:
             owned[owner[0]][key] = tensors[key]
         else:
-            raise CheckpointError(f"{source}: unexpected tensor {key!r} (not part of a MusicGen Melody checkpoint)")
+            raise CheckpointError(f"{source}: unexpected tensor {key!r} (not part of a {config.model_type} checkpoint)")
     params: dict = {}
     for name in parts:
         comp = table[name]
@@ -91,9 +92,9 @@ def convert_tensors(
 
 def convert_checkpoint(path: str | os.PathLike, parts: tuple[str, ...] | None = None):
     """Reads ``config.json`` and the weights of a HF checkpoint directory; returns ``(config, params)``."""
-    from musicgen_jax.config import MusicgenMelodyConfig
+    from musicgen_jax.config import config_from_pretrained
 
-    config = MusicgenMelodyConfig.from_pretrained(path)
+    config = config_from_pretrained(path)
     tensors = read_checkpoint(path)
     return config, convert_tensors(tensors, config, source=getattr(tensors, "path", os.fspath(path)), parts=parts)
 

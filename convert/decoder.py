@@ -1,16 +1,19 @@
-"""Conversion table for the MusicGen decoder (``decoder.*``) and the two conditioning projections."""
+"""Conversion table for the MusicGen decoder (``decoder.*``) and the conditioning projections, for both families:
+MusicGen Melody (a prefix; ``audio_enc_to_dec_proj`` for chroma) and plain MusicGen (cross-attention to the text
+states in every layer, HF ``encoder_attn``)."""
 
 from __future__ import annotations
 
 from convert.rules import Rule, linear
-from musicgen_jax.config import MusicgenMelodyConfig
+from musicgen_jax.config import MusicgenConfig, MusicgenMelodyConfig
 
 _LAYER = "decoder.model.decoder.layers.{layer}."
 _LAYERS = (("layer", 0),)
 
 
-def decoder_rules(config: MusicgenMelodyConfig) -> tuple[list[Rule], dict[str, int]]:
-    """Rules for HF ``MusicgenMelodyForCausalLM`` weights under ``decoder.``, mapped into our ``decoder`` tree."""
+def decoder_rules(config: MusicgenMelodyConfig | MusicgenConfig) -> tuple[list[Rule], dict[str, int]]:
+    """Rules for HF ``MusicgenMelodyForCausalLM`` / ``MusicgenForCausalLM`` weights under ``decoder.``, mapped into
+    our ``decoder`` tree, and the projections."""
     d = ("decoder",)
     rules = [
         Rule("decoder.model.decoder.embed_tokens.{codebook}.weight", (*d, "embed"), stack=(("codebook", 0),)),
@@ -36,6 +39,29 @@ def decoder_rules(config: MusicgenMelodyConfig) -> tuple[list[Rule], dict[str, i
                 fixed=(("qkv", slot),),
             )
         )
+    if config.decoder.cross_attention:
+        rules += [
+            Rule(_LAYER + "encoder_attn_layer_norm.weight", (*d, "layers", "cross_norm", "scale"), stack=_LAYERS),
+            Rule(_LAYER + "encoder_attn_layer_norm.bias", (*d, "layers", "cross_norm", "bias"), stack=_LAYERS),
+            Rule(_LAYER + "encoder_attn.q_proj.weight", (*d, "layers", "cross_attn", "q"), linear(), stack=_LAYERS),
+            Rule(
+                _LAYER + "encoder_attn.out_proj.weight",
+                (*d, "layers", "cross_attn", "out"),
+                linear(n_in=2),
+                stack=_LAYERS,
+            ),
+        ]
+        # k and v fill one fused kernel (D, 2, N, H), as q, k, v do for self-attention
+        for slot, name in enumerate(("k_proj", "v_proj")):
+            rules.append(
+                Rule(
+                    _LAYER + f"encoder_attn.{name}.weight",
+                    (*d, "layers", "cross_attn", "kv"),
+                    linear(),
+                    stack=(("layer", 0), ("kv", 1)),
+                    fixed=(("kv", slot),),
+                )
+            )
     if config.has_text_projection:
         rules += [
             Rule("enc_to_dec_proj.weight", ("text_proj", "kernel"), linear()),
@@ -46,5 +72,5 @@ def decoder_rules(config: MusicgenMelodyConfig) -> tuple[list[Rule], dict[str, i
             Rule("audio_enc_to_dec_proj.weight", ("chroma_proj", "kernel"), linear()),
             Rule("audio_enc_to_dec_proj.bias", ("chroma_proj", "bias")),
         ]
-    sizes = {"layer": config.decoder.num_hidden_layers, "codebook": config.decoder.num_codebooks, "qkv": 3}
+    sizes = {"layer": config.decoder.num_hidden_layers, "codebook": config.decoder.num_codebooks, "qkv": 3, "kv": 2}
     return rules, sizes

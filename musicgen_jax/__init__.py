@@ -34,22 +34,21 @@ from musicgen_jax.config import (
     DecoderConfig,
     EncodecConfig,
     GenerationConfig,
+    MusicgenConfig,
     MusicgenMelodyConfig,
     T5Config,
 )
 from musicgen_jax.encodec import EncodecModel
+from musicgen_jax.encodec_features import EncodecFeatureExtractor
 from musicgen_jax.modeling import (
     AudioArray,
     GenerateOutput,
+    MusicgenForConditionalGeneration,
     MusicgenMelodyForConditionalGeneration,
     MusicgenMelodyOutput,
 )
-from musicgen_jax.processing import MusicgenMelodyProcessor
+from musicgen_jax.processing import AutoProcessor, MusicgenMelodyProcessor, MusicgenProcessor
 from musicgen_jax.tokenizer import T5TextTokenizer
-
-# HF's generic names, so that HF example code runs with only its import line changed.
-AutoProcessor = MusicgenMelodyProcessor
-MusicgenForConditionalGeneration = MusicgenMelodyForConditionalGeneration
 
 __version__ = "0.1.0"
 
@@ -62,14 +61,17 @@ __all__ = [
     "ConfigError",
     "DecoderConfig",
     "EncodecConfig",
+    "EncodecFeatureExtractor",
     "EncodecModel",
     "GenerateOutput",
     "GenerationConfig",
+    "MusicgenConfig",
     "MusicgenMelodyConfig",
     "MusicgenMelodyFeatureExtractor",
     "MusicgenMelodyForConditionalGeneration",
     "MusicgenMelodyOutput",
     "MusicgenMelodyProcessor",
+    "MusicgenProcessor",
     "T5Config",
     "T5TextTokenizer",
 ]

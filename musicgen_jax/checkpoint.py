@@ -51,6 +51,7 @@ SIDE_FILES = (
     "special_tokens_map.json",
     "spiece.model",
     "preprocessor_config.json",
+    "processor_config.json",  # transformers 5's processor.save_pretrained nests the feature extractor here
 )
 _VERSION_RE = re.compile(re.escape(VERSION_PREFIX) + r"(\d+)$")
 # Test-only hook: the named point of :func:`save` at which the process SIGKILLs itself (tests/test_checkpoint.py).

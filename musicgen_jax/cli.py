@@ -98,10 +98,18 @@ def cmd_generate(args) -> int:
     check_seed(args.seed, "--seed")
     paths = _output_paths(args.out, max(len(texts), 1), args.overwrite)
 
+    from musicgen_jax import hub
+    from musicgen_jax.config import config_from_pretrained
+    from musicgen_jax.tokenizer import T5TextTokenizer
+
+    folder = hub.resolve(args.model)
+    family = config_from_pretrained(folder).model_type  # before anything heavy loads
+    if args.melody is not None and family != "musicgen_melody":
+        raise CLIError(f"--melody needs a MusicGen Melody checkpoint; {args.model} is plain MusicGen (text only)")
     melody = None
     if args.melody is not None:
         melody, melody_rate = audio.load(args.melody)  # one clip, (channels, samples); errors name the file
-    processor = MusicgenMelodyProcessor.from_pretrained(args.model)
+        processor = MusicgenMelodyProcessor.from_pretrained(folder)
     if melody is not None:
         fe = processor.feature_extractor
         if melody.shape[-1] * fe.sampling_rate < fe.hop_length * melody_rate:  # shorter than one chroma frame
@@ -115,7 +123,7 @@ def cmd_generate(args) -> int:
     )
     batch = max(len(texts), 1)
     if melody is None:
-        inputs = processor(text=texts, padding=True)
+        inputs = T5TextTokenizer.from_pretrained(folder)(texts, padding=True)
     else:  # as the README shows: the loaded clip (stereo is averaged to mono), one per text
         inputs = processor(text=texts or None, audio=[melody] * batch, sampling_rate=melody_rate, padding=True)
 
@@ -173,7 +181,7 @@ def cmd_random_checkpoint(args) -> int:
     from musicgen_jax.demo import write_random_checkpoint
 
     _check_checkpoint_destination(None, args.dst, args.overwrite)
-    dst = write_random_checkpoint(args.dst, seed=args.seed, overwrite=args.overwrite)
+    dst = write_random_checkpoint(args.dst, seed=args.seed, overwrite=args.overwrite, family=args.family)
     print(f"wrote a RANDOM-WEIGHT checkpoint to {dst}: it runs the whole pipeline but generates noise")
     return 0
 
@@ -259,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     rnd = sub.add_parser("random-checkpoint", help="write a small random-weight checkpoint (generates noise)")
     rnd.add_argument("dst")
     rnd.add_argument("--seed", type=int, default=0)
+    rnd.add_argument(
+        "--family",
+        default="musicgen_melody",
+        choices=["musicgen_melody", "musicgen"],
+        help="MusicGen Melody (default; text and melody) or plain MusicGen (text only, cross-attention)",
+    )
     rnd.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     rnd.set_defaults(func=cmd_random_checkpoint)
 

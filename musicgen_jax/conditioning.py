@@ -1,4 +1,7 @@
-"""The conditioning prefix: projected chroma frames followed by projected T5 text states, as HF builds it.
+"""What the decoder is conditioned on, as HF builds it: for MusicGen Melody a prefix of projected chroma frames
+followed by projected T5 text states; for plain MusicGen the projected text states its layers cross-attend to.
+:func:`forward_conditions` and :func:`generation_conditions` return a :class:`~musicgen_jax.decoder.Conditions` for
+either family.
 
 Einsum letters: the package legend (``musicgen_jax/__init__.py``).
 """
@@ -11,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from musicgen_jax.config import MusicgenMelodyConfig
+from musicgen_jax.decoder import Conditions
 from musicgen_jax.layers import einsum
 
 
@@ -101,3 +105,33 @@ def generation_prefix(params: dict, config: MusicgenMelodyConfig, text_BWE, atte
     if use_cfg:
         chroma = jnp.concatenate([chroma, null], axis=0)
     return jnp.concatenate([project_chroma(params, config, chroma), text], axis=1)
+
+
+def forward_conditions(params: dict, config, text_BWE, attention_mask_BW, chroma_BMC) -> Conditions:
+    """The conditions of HF's ``forward``. Melody: :func:`forward_prefix`. Plain MusicGen
+    (``MusicgenForConditionalGeneration.forward``): the T5 states projected (``enc_to_dec_proj``) and zeroed where
+    the mask is 0; the mask is the cross-attention's (HF's ``encoder_attention_mask``)."""
+    if not config.decoder.cross_attention:
+        return Conditions(prefix_BPD=forward_prefix(params, config, text_BWE, attention_mask_BW, chroma_BMC))
+    if chroma_BMC is not None:
+        raise ValueError("plain MusicGen takes no melody (input_features); use a MusicGen Melody checkpoint")
+    if text_BWE is None:
+        raise ValueError("plain MusicGen's forward needs the text (input_ids or encoder_outputs)")
+    cross = project_text(params, config, text_BWE, attention_mask_BW)
+    return Conditions(cross_BWD=cross, cross_mask_BW=attention_mask_BW)
+
+
+def generation_conditions(params: dict, config, text_BWE, attention_mask_BW, chroma_BMC, use_cfg) -> Conditions:
+    """The conditions HF's ``generate`` builds (``B' = 2B`` rows ``[cond; uncond]`` under guidance). Melody:
+    :func:`generation_prefix`. Plain MusicGen (``_prepare_text_encoder_kwargs_for_generation``, then ``forward``):
+    zero T5 states and a zero mask for the unconditional half, then projected and zeroed by the mask."""
+    if not config.decoder.cross_attention:
+        prefix = generation_prefix(params, config, text_BWE, attention_mask_BW, chroma_BMC, use_cfg)
+        return Conditions(prefix_BPD=prefix)
+    if chroma_BMC is not None:
+        raise ValueError("plain MusicGen takes no melody (input_features); use a MusicGen Melody checkpoint")
+    mask = attention_mask_BW
+    if use_cfg:
+        text_BWE = jnp.concatenate([text_BWE, jnp.zeros_like(text_BWE)], axis=0)
+        mask = jnp.concatenate([mask, jnp.zeros_like(mask)], axis=0)
+    return Conditions(cross_BWD=project_text(params, config, text_BWE, mask), cross_mask_BW=mask)

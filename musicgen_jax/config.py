@@ -38,9 +38,10 @@ _BOOKKEEPING = frozenset(
 )
 
 
-# Fields of our configs that are runtime choices, not model hyperparameters: never read from nor written to
-# ``config.json`` (a file that names one is refused as an unknown field).
-RUNTIME_FIELDS = frozenset({"matmul_precision"})
+# Fields of our configs that never come from nor go to ``config.json`` (a file that names one is refused as an unknown
+# field): runtime choices (``matmul_precision``) and what the model family implies (``cross_attention``: the plain
+# MusicGen decoder attends to the text states in every layer; MusicGen Melody's reads them as a prefix).
+RUNTIME_FIELDS = frozenset({"matmul_precision", "cross_attention"})
 
 # ``matmul_precision`` values, as ``jax.lax.Precision`` names. None (the default) picks by the weights' dtype: float32
 # weights compute with "highest" (exact float32 products on every backend, as PyTorch's float32 with TF32 off),
@@ -111,15 +112,26 @@ class DecoderConfig:
     pad_token_id: int = 2048
     bos_token_id: int = 2048
     matmul_precision: str | None = None  # a runtime choice (RUNTIME_FIELDS), not read from config.json
+    cross_attention: bool = False  # set by the family (RUNTIME_FIELDS): True for plain MusicGen
 
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
 
     @classmethod
-    def from_hf(cls, data: Mapping[str, Any], where: str = "decoder") -> DecoderConfig:
-        kwargs = _read_fields(cls, data, where, ignore=frozenset({"pruned_heads"}))
-        config = cls(**kwargs)
+    def from_hf(cls, data: Mapping[str, Any], where: str = "decoder", cross_attention: bool = False) -> DecoderConfig:
+        if cross_attention:
+            # HF MusicgenDecoderConfig: a cross_attention_hidden_size other than the decoder's width would skip
+            # enc_to_dec_proj and feed other-width states to the hidden_size-wide k/v projections.
+            width = data.get("cross_attention_hidden_size")
+            _require(
+                width in (None, data.get("hidden_size", cls.hidden_size)),
+                where,
+                f"cross_attention_hidden_size={width!r} is not supported (only None or hidden_size)",
+            )
+        ignore = frozenset({"pruned_heads", "cross_attention_hidden_size"} if cross_attention else {"pruned_heads"})
+        kwargs = _read_fields(cls, data, where, ignore=ignore)
+        config = cls(**kwargs, cross_attention=cross_attention)
         config.validate(where)
         return config
 
@@ -305,6 +317,29 @@ class EncodecConfig:
         )
 
 
+def _check_sub_configs(data: Mapping[str, Any], where: str, model_type: str) -> None:
+    """The composite config's ``model_type`` and its three sub-configs (present, of the supported kinds)."""
+    found = data.get("model_type")
+    if found != model_type:
+        raise ConfigError(f"{where}: model_type is {found!r}, expected {model_type!r}")
+    for part, expected in (("text_encoder", "t5"), ("audio_encoder", "encodec"), ("decoder", None)):
+        if part not in data or not isinstance(data[part], Mapping):
+            raise ConfigError(f"{where}: the {part!r} sub-config is missing")
+        sub_type = data[part].get("model_type")
+        if expected is not None and sub_type not in (None, expected):
+            raise ConfigError(f"{where}: {part}.model_type is {sub_type!r}; only {expected!r} is supported")
+
+
+def _plain(config, model_type: str) -> dict:
+    """A sub-config as HF json (tuples as lists, our own fields left out)."""
+    data = {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in dataclasses.asdict(config).items()
+        if k not in RUNTIME_FIELDS
+    }
+    return {"model_type": model_type, **data}
+
+
 @dataclasses.dataclass(frozen=True)
 class MusicgenMelodyConfig:
     """The composite model: T5 text encoder, EnCodec codec, decoder, and the chroma conditioner's sizes."""
@@ -314,6 +349,8 @@ class MusicgenMelodyConfig:
     decoder: DecoderConfig = DecoderConfig()
     num_chroma: int = 12
     chroma_length: int = 235
+
+    model_type = "musicgen_melody"  # a class attribute, not a field
 
     @property
     def sampling_rate(self) -> int:
@@ -331,15 +368,7 @@ class MusicgenMelodyConfig:
 
     @classmethod
     def from_hf(cls, data: Mapping[str, Any], where: str = "config.json") -> MusicgenMelodyConfig:
-        model_type = data.get("model_type")
-        if model_type != "musicgen_melody":
-            raise ConfigError(f"{where}: model_type is {model_type!r}, expected 'musicgen_melody'")
-        for part, expected in (("text_encoder", "t5"), ("audio_encoder", "encodec"), ("decoder", None)):
-            if part not in data or not isinstance(data[part], Mapping):
-                raise ConfigError(f"{where}: the {part!r} sub-config is missing")
-            sub_type = data[part].get("model_type")
-            if expected is not None and sub_type not in (None, expected):
-                raise ConfigError(f"{where}: {part}.model_type is {sub_type!r}; only {expected!r} is supported")
+        _check_sub_configs(data, where, "musicgen_melody")
         kwargs = _read_fields(cls, data, where)
         kwargs["text_encoder"] = T5Config.from_hf(data["text_encoder"], f"{where}: text_encoder")
         kwargs["audio_encoder"] = EncodecConfig.from_hf(data["audio_encoder"], f"{where}: audio_encoder")
@@ -374,22 +403,84 @@ class MusicgenMelodyConfig:
     def to_hf(self) -> dict:
         """A HF ``config.json`` dict that :meth:`from_hf` (and transformers) read back to this config."""
 
-        def plain(config, model_type):
-            data = {
-                k: list(v) if isinstance(v, tuple) else v
-                for k, v in dataclasses.asdict(config).items()
-                if k not in RUNTIME_FIELDS
-            }
-            return {"model_type": model_type, **data}
-
         return {
             "model_type": "musicgen_melody",
-            "text_encoder": plain(self.text_encoder, "t5"),
-            "audio_encoder": plain(self.audio_encoder, "encodec"),
-            "decoder": plain(self.decoder, "musicgen_melody_decoder"),
+            "text_encoder": _plain(self.text_encoder, "t5"),
+            "audio_encoder": _plain(self.audio_encoder, "encodec"),
+            "decoder": _plain(self.decoder, "musicgen_melody_decoder"),
             "num_chroma": self.num_chroma,
             "chroma_length": self.chroma_length,
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class MusicgenConfig:
+    """The plain MusicGen model (HF ``MusicgenConfig``): T5 text encoder, EnCodec codec, and a decoder that attends to
+    the (projected) text states through cross-attention in every layer. No chroma."""
+
+    text_encoder: T5Config = T5Config()
+    audio_encoder: EncodecConfig = EncodecConfig()
+    decoder: DecoderConfig = DecoderConfig(cross_attention=True)
+
+    model_type = "musicgen"  # a class attribute, not a field
+    num_chroma = 0  # no melody conditioner
+    has_chroma_projection = False
+
+    def __post_init__(self):
+        if not self.decoder.cross_attention:
+            object.__setattr__(self, "decoder", dataclasses.replace(self.decoder, cross_attention=True))
+
+    @property
+    def sampling_rate(self) -> int:
+        return self.audio_encoder.sampling_rate
+
+    @property
+    def has_text_projection(self) -> bool:
+        # HF creates `enc_to_dec_proj` only when the sizes differ.
+        return self.text_encoder.d_model != self.decoder.hidden_size
+
+    matmul_precision = MusicgenMelodyConfig.matmul_precision
+    with_matmul_precision = MusicgenMelodyConfig.with_matmul_precision
+
+    @classmethod
+    def from_hf(cls, data: Mapping[str, Any], where: str = "config.json") -> MusicgenConfig:
+        _check_sub_configs(data, where, "musicgen")
+        kwargs = _read_fields(cls, data, where)
+        kwargs["text_encoder"] = T5Config.from_hf(data["text_encoder"], f"{where}: text_encoder")
+        kwargs["audio_encoder"] = EncodecConfig.from_hf(data["audio_encoder"], f"{where}: audio_encoder")
+        kwargs["decoder"] = DecoderConfig.from_hf(data["decoder"], f"{where}: decoder", cross_attention=True)
+        config = cls(**kwargs)
+        if config.decoder.audio_channels == 2 and config.audio_encoder.audio_channels != 1:
+            raise ConfigError(f"{where}: a stereo decoder decodes each channel with a mono codec")
+        return config
+
+    from_pretrained = MusicgenMelodyConfig.__dict__["from_pretrained"]  # the same classmethod: config.json -> cls
+
+    def to_hf(self) -> dict:
+        """A HF ``config.json`` dict that :meth:`from_hf` (and transformers) read back to this config."""
+        return {
+            "model_type": "musicgen",
+            "text_encoder": _plain(self.text_encoder, "t5"),
+            "audio_encoder": _plain(self.audio_encoder, "encodec"),
+            "decoder": _plain(self.decoder, "musicgen_decoder"),
+        }
+
+
+# model_type -> config class: the families musicgen-jax implements.
+FAMILIES = {"musicgen_melody": MusicgenMelodyConfig, "musicgen": MusicgenConfig}
+
+
+def config_from_pretrained(path: str | os.PathLike):
+    """The config of the checkpoint at ``path`` (a folder or its ``config.json``), of the family its ``model_type``
+    names: :class:`MusicgenMelodyConfig` or :class:`MusicgenConfig`."""
+    file = os.path.join(path, "config.json") if os.path.isdir(path) else os.fspath(path)
+    data = read_json(file)
+    model_type = data.get("model_type")
+    if model_type not in FAMILIES:
+        raise ConfigError(
+            f"{file}: model_type is {model_type!r}; musicgen-jax reads {' and '.join(repr(k) for k in FAMILIES)}"
+        )
+    return FAMILIES[model_type].from_hf(data, where=file)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,14 +10,13 @@ from __future__ import annotations
 import jax
 
 from musicgen_jax import conditioning
-from musicgen_jax.config import MusicgenMelodyConfig
-from musicgen_jax.decoder import Decoder, is_scanned
+from musicgen_jax.decoder import Conditions, Decoder, is_scanned
 from musicgen_jax.t5 import T5Encoder
 
 
 def encode_text(
     params: dict,
-    config: MusicgenMelodyConfig,
+    config,
     input_ids_BW,
     attention_mask_BW=None,
     *,
@@ -36,7 +35,7 @@ def encode_text(
 
 def forward(
     params: dict,
-    config: MusicgenMelodyConfig,
+    config,
     input_ids_BKT,
     *,
     text_BWE=None,
@@ -46,27 +45,34 @@ def forward(
     target_mask_BT=None,
     deterministic: bool = True,
     rng: jax.Array | None = None,
-) -> tuple[jax.Array, jax.Array]:
-    """HF's forward pass: decoder logits ``(B, K, P + T, V)`` and the conditioning prefix ``(B, P, D)`` used.
+) -> tuple[jax.Array, Conditions]:
+    """HF's forward pass, either family: decoder logits ``(B, K, P + T, V)`` and the :class:`Conditions` used.
 
-    The prefix is ``prefix_BPD`` when given, else built as HF's forward builds it from the T5 states ``text_BWE``
-    (zeroed where ``text_mask_BW`` is 0) and the chroma ``chroma_BMC`` (HF's null chroma when only text is given).
-    ``input_ids_BKT`` int ``(B, K, T)``; ``target_mask_BT`` HF's ``decoder_attention_mask``. ``rng``: dropout.
+    MusicGen Melody: the prefix is ``prefix_BPD`` when given, else built as HF's forward builds it from the T5 states
+    ``text_BWE`` (zeroed where ``text_mask_BW`` is 0) and the chroma ``chroma_BMC`` (HF's null chroma when only
+    text is given). Plain MusicGen: the decoder cross-attends to ``text_BWE`` projected and zeroed where the mask is
+    0 (``P = 0``). ``input_ids_BKT`` int ``(B, K, T)``; ``target_mask_BT`` HF's ``decoder_attention_mask``.
+    ``rng``: dropout.
     """
-    if prefix_BPD is None:
-        prefix_BPD = conditioning.forward_prefix(params, config, text_BWE, text_mask_BW, chroma_BMC)
+    if prefix_BPD is not None:
+        conditions = Conditions(prefix_BPD=prefix_BPD)
+    else:
+        conditions = conditioning.forward_conditions(params, config, text_BWE, text_mask_BW, chroma_BMC)
     decoder = Decoder(config.decoder, deterministic, scan_layers=is_scanned(params["decoder"]))
     logits_BKTV, _ = decoder.apply(
         {"params": params["decoder"]},
         input_ids_BKT,
-        prefix_BPD,
+        conditions.prefix_BPD,
         attention_mask_BT=target_mask_BT,
+        encoder_BWD=conditions.cross_BWD,
+        encoder_mask_BW=conditions.cross_mask_BW,
         rngs={} if deterministic else {"dropout": rng},
     )
-    return logits_BKTV, prefix_BPD
+    return logits_BKTV, conditions
 
 
 # Compiled once per config and input shapes (the front door calls these; the loss is jitted by its caller).
 encode_text_jit = jax.jit(encode_text, static_argnames=("config", "deterministic"))
 forward_jit = jax.jit(forward, static_argnames=("config", "deterministic"))
 generation_prefix_jit = jax.jit(conditioning.generation_prefix, static_argnames=("config", "use_cfg"))
+generation_conditions_jit = jax.jit(conditioning.generation_conditions, static_argnames=("config", "use_cfg"))

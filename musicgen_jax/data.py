@@ -47,18 +47,23 @@ class Example:
 @dataclasses.dataclass
 class Dataset:
     """Every clip, padded to common shapes (numpy): ``input_ids``/``attention_mask`` ``(B, W)``, ``input_features``
-    ``(B, M, C)``, ``labels`` ``(B, T, K)`` in HF's layout (delay pattern applied)."""
+    ``(B, M, C)`` (MusicGen Melody; None for plain MusicGen, which takes no melody), ``labels`` ``(B, T, K)`` in HF's
+    layout (delay pattern applied)."""
 
     input_ids: np.ndarray
     attention_mask: np.ndarray
-    input_features: np.ndarray
+    input_features: np.ndarray | None
     labels: np.ndarray
 
     def __len__(self) -> int:
         return self.labels.shape[0]
 
     def batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-        return {field.name: getattr(self, field.name)[indices] for field in dataclasses.fields(self)}
+        return {
+            field.name: getattr(self, field.name)[indices]
+            for field in dataclasses.fields(self)
+            if getattr(self, field.name) is not None
+        }
 
 
 def find_examples(data_dir: str | os.PathLike) -> list[Example]:
@@ -108,8 +113,9 @@ def _cache_key(path: str, model_path: str, duration: float, rate: int, channels:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def encode_clip(model, feature_extractor, path: str, duration: float) -> tuple[np.ndarray, np.ndarray]:
+def encode_clip(model, feature_extractor, path: str, duration: float) -> tuple[np.ndarray, np.ndarray | None]:
     """One clip -> ``(codes (K, Y) int32, chroma (M, C) float32)``; codes of frames past the clip's end are -100.
+    Without a ``feature_extractor`` (plain MusicGen) the chroma is None.
 
     The audio is resampled to the model's rate, fitted to its channel count and cropped or zero-padded to
     ``duration`` seconds before EnCodec; the chroma is taken from the same (mono-mixed) audio.
@@ -126,6 +132,8 @@ def encode_clip(model, feature_extractor, path: str, duration: float) -> tuple[n
     codes = model.encode_audio(fitted[None])[0].astype(np.int32)
     valid = math.ceil(real / model.config.audio_encoder.hop_length)
     codes[:, valid:] = -100  # training.IGNORE_INDEX: zero padding is not music to learn
+    if feature_extractor is None:
+        return codes, None
     chroma = feature_extractor(fitted.mean(axis=0), sampling_rate=rate, return_tensors="np")["input_features"][0]
     return codes, chroma.astype(np.float32)
 
@@ -153,12 +161,15 @@ def prepare_dataset(
         stem = os.path.splitext(os.path.basename(example.audio))[0]
         codes_file = os.path.join(cache_dir, f"{stem}-{key}.codes.npy")
         chroma_file = os.path.join(cache_dir, f"{stem}-{key}.chroma.npy")
-        if os.path.isfile(codes_file) and os.path.isfile(chroma_file):
-            clip_codes, clip_chroma = np.load(codes_file), np.load(chroma_file)
+        melody = feature_extractor is not None
+        if os.path.isfile(codes_file) and (not melody or os.path.isfile(chroma_file)):
+            clip_codes = np.load(codes_file)
+            clip_chroma = np.load(chroma_file) if melody else None
         else:
             clip_codes, clip_chroma = encode_clip(model, feature_extractor, example.audio, duration)
             _save_npy(codes_file, clip_codes)
-            _save_npy(chroma_file, clip_chroma)
+            if melody:
+                _save_npy(chroma_file, clip_chroma)
             encoded += 1
         codes.append(clip_codes)
         chromas.append(clip_chroma)
@@ -168,7 +179,7 @@ def prepare_dataset(
     return Dataset(
         input_ids=text["input_ids"].astype(np.int32),
         attention_mask=text["attention_mask"].astype(np.int32),
-        input_features=np.stack(chromas),
+        input_features=np.stack(chromas) if feature_extractor is not None else None,
         labels=labels.astype(np.int32),
     )
 

@@ -38,14 +38,42 @@ from musicgen_jax.layers import activation, dot_general, einsum, layer_norm, mat
 _init = nn.initializers.normal(0.02)
 
 
+class Conditions(NamedTuple):
+    """What the decoder is conditioned on, by family (the fields the other family has are None).
+
+    prefix_BPD: MusicGen Melody: float ``(B, P, D)`` states in front of the tokens (chroma frames, then text).
+    cross_BWD, cross_mask_BW: plain MusicGen: the projected text states ``(B, W, D)`` every layer cross-attends to,
+      and their 1/0 mask ``(B, W)``."""
+
+    prefix_BPD: Any = None
+    cross_BWD: Any = None
+    cross_mask_BW: Any = None
+
+    @property
+    def prefix_length(self) -> int:
+        """Positions of the decoder's position table the conditions take (the prefix; cross-attention takes none)."""
+        return 0 if self.prefix_BPD is None else self.prefix_BPD.shape[1]
+
+    @property
+    def rows(self) -> int:
+        return next(x for x in self if x is not None).shape[0]
+
+
 class KVCache(NamedTuple):
     """Preallocated keys and values of every layer; ``S`` is the capacity.
 
     Scanned layout: ``k``, ``v`` are ``(L, B, N, S, H)`` arrays. Unrolled layout: tuples of L ``(B, N, S, H)``
-    arrays, one buffer per layer (see the module docstring). Head-major, so attention reads them without a copy."""
+    arrays, one buffer per layer (see the module docstring). Head-major, so attention reads them without a copy.
+
+    Plain MusicGen (cross-attention) also carries the keys and values of the text states, computed once by the first
+    pass (the prefill) and read by every step: ``cross_k``, ``cross_v`` ``(L, B, N, W, H)`` or L ``(B, N, W, H)``,
+    and ``cross_mask`` bool ``(B, W)`` (keys at False are not attended to). None for MusicGen Melody."""
 
     k: Any
     v: Any
+    cross_k: Any = None
+    cross_v: Any = None
+    cross_mask: Any = None
 
     @classmethod
     def zeros(
@@ -175,6 +203,37 @@ class Attention(nn.Module):
         return matmul(attn, out.reshape(N * H, D), matmul_precision=prec), cache
 
 
+class CrossAttention(nn.Module):
+    """Plain MusicGen's ``encoder_attn``: queries from the decoder, keys and values from the (projected) text states,
+    all projections bias-free. Keys at mask 0 get float32 min (HF's additive mask), so a row whose keys are all
+    masked (the unconditional half under guidance) averages the values, as HF does."""
+
+    config: DecoderConfig
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x_BTD, encoder_BWD, mask_BW, kv=None):
+        """``kv``: the keys and values ``(k_BNWH, v_BNWH)`` of an earlier pass, or None to compute them from
+        ``encoder_BWD``. Returns ``(y_BTD, (k_BNWH, v_BNWH))``."""
+        cfg = self.config
+        D, N, H = cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim
+        prec = cfg.matmul_precision
+        q = self.param("q", _init, (D, N, H))
+        kv_proj = self.param("kv", _init, (D, 2, N, H))
+        out = self.param("out", _init, (N, H, D))
+        if kv is None:
+            kv_GBNWH = einsum("BWD,DGNH->GBNWH", encoder_BWD.astype(x_BTD.dtype), kv_proj, matmul_precision=prec)
+            kv = (kv_GBNWH[0], kv_GBNWH[1])
+        k_BNWH, v_BNWH = kv
+        q_BNTH = einsum("BTD,DNH->BNTH", x_BTD, q, matmul_precision=prec)
+        scores_BNTW = einsum("BNTH,BNWH->BNTW", q_BNTH, k_BNWH, matmul_precision=prec, out_dtype=jnp.float32)
+        scores_BNTW = jnp.where(mask_BW[:, None, None, :], scores_BNTW * (H**-0.5), jnp.finfo(jnp.float32).min)
+        probs_BNTW = jax.nn.softmax(scores_BNTW, axis=-1).astype(x_BTD.dtype)
+        probs_BNTW = nn.Dropout(cfg.attention_dropout)(probs_BNTW, deterministic=self.deterministic)
+        attn_BNTH = einsum("BNTW,BNWH->BNTH", probs_BNTW, v_BNWH, matmul_precision=prec)
+        return einsum("BNTH,NHD->BTD", attn_BNTH, out, matmul_precision=prec), kv
+
+
 class MLP(nn.Module):
     config: DecoderConfig
     deterministic: bool = True
@@ -191,26 +250,39 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    """Pre-LayerNorm block: ``x + attn(ln(x))``, then ``x + mlp(ln(x))``. Scanned over layers by :class:`Decoder`,
-    the carry is ``(x_BTD, layer index, every layer's cache or None)``; unrolled, ``(x_BTD, None, this layer's cache
-    or None)``."""
+    """Pre-LayerNorm block: ``x + attn(ln(x))``, then (plain MusicGen) ``x + cross_attn(ln(x), text)``, then
+    ``x + mlp(ln(x))``. Scanned over layers by :class:`Decoder`, the carry is ``(x_BTD, layer index, every layer's
+    cache or None)``; unrolled, ``(x_BTD, None, this layer's cache or None)``.
+
+    ``cross_kv``: this layer's cross-attention keys and values from an earlier pass, or None to compute them from
+    ``encoder_BWD``; the second output is the newly computed ones (None when they were given or there is no
+    cross-attention), so a scan stacks them only at the prefill."""
 
     config: DecoderConfig
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, carry, mask_BTS, cache_index):
+    def __call__(self, carry, mask_BTS, cache_index, encoder_BWD=None, encoder_mask_BW=None, cross_kv=None):
         x_BTD, layer, cache = carry
         cfg = self.config
         with jax.named_scope("attn"):
             h = layer_norm("attn_norm")(x_BTD)
             h, cache = Attention(cfg, self.deterministic, name="attn")(h, mask_BTS, cache, layer, cache_index)
             x_BTD = x_BTD + nn.Dropout(cfg.dropout)(h, deterministic=self.deterministic)
+        new_kv = None
+        if cfg.cross_attention:
+            with jax.named_scope("cross_attn"):
+                h = layer_norm("cross_norm")(x_BTD)
+                h, kv = CrossAttention(cfg, self.deterministic, name="cross_attn")(
+                    h, encoder_BWD, encoder_mask_BW, cross_kv
+                )
+                new_kv = kv if cross_kv is None else None
+                x_BTD = x_BTD + nn.Dropout(cfg.dropout)(h, deterministic=self.deterministic)
         with jax.named_scope("mlp"):
             h = layer_norm("mlp_norm")(x_BTD)
             h = MLP(cfg, self.deterministic, name="mlp")(h)
             x_BTD = x_BTD + nn.Dropout(cfg.dropout)(h, deterministic=self.deterministic)
-        return (x_BTD, None if layer is None else layer + 1, cache), None
+        return (x_BTD, None if layer is None else layer + 1, cache), new_kv
 
 
 class Decoder(nn.Module):
@@ -223,6 +295,9 @@ class Decoder(nn.Module):
       cache_index: int scalar, how many positions the cache already holds (0 without a cache).
       attention_mask_BT: optional ``(B, T)`` 1/0 over the target tokens (HF's ``decoder_attention_mask``): keys at
         0 are not attended to. Every prefix position stays visible, as in HF. Only without a cache.
+      encoder_BWD, encoder_mask_BW: plain MusicGen (``config.cross_attention``): the projected text states every
+        layer attends to, and their 1/0 mask (default all 1). With a cache they are needed only by the first pass,
+        which stores their keys and values (and the mask) in the cache for the steps after it.
 
     Returns ``(logits_BKTV, cache)``, where the logits cover the prefix positions too (``T' = P + T``), as in HF.
     """
@@ -233,7 +308,14 @@ class Decoder(nn.Module):
 
     @nn.compact
     def __call__(
-        self, input_ids_BKT, prefix_BPD=None, cache: KVCache | None = None, cache_index=0, attention_mask_BT=None
+        self,
+        input_ids_BKT,
+        prefix_BPD=None,
+        cache: KVCache | None = None,
+        cache_index=0,
+        attention_mask_BT=None,
+        encoder_BWD=None,
+        encoder_mask_BW=None,
     ):
         cfg = self.config
         K, V, D = cfg.num_codebooks, cfg.vocab_size, cfg.hidden_size
@@ -264,26 +346,45 @@ class Decoder(nn.Module):
             raise ValueError(
                 f"the KV cache layout (scanned={cache.scanned}) differs from scan_layers={self.scan_layers}"
             )
+        cross_kv, cross_mask_BW = None, None
+        if cfg.cross_attention:
+            if cache is not None and cache.cross_k is not None:
+                cross_kv, cross_mask_BW = (cache.cross_k, cache.cross_v), cache.cross_mask
+            elif encoder_BWD is None:
+                raise ValueError("this decoder attends to text states (plain MusicGen): pass encoder_BWD")
+            else:
+                cross_mask_BW = (
+                    jnp.ones(encoder_BWD.shape[:2], bool) if encoder_mask_BW is None else encoder_mask_BW.astype(bool)
+                )
         if self.scan_layers:
             layers = nn.scan(
                 DecoderLayer,
                 variable_axes={"params": 0},
                 split_rngs={"params": True, "dropout": True},
-                in_axes=(nn.broadcast, nn.broadcast),
+                in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, 0),
                 length=cfg.num_hidden_layers,
             )(cfg, self.deterministic, name="layers")
             carry = (x_BTD, jnp.zeros((), jnp.int32), None if cache is None else (cache.k, cache.v))
-            (x_BTD, _, new_cache), _ = layers(carry, mask_BTS, cache_index)
+            (x_BTD, _, new_cache), new_kv = layers(carry, mask_BTS, cache_index, encoder_BWD, cross_mask_BW, cross_kv)
         else:
-            ks, vs = [], []
+            ks, vs, new_ks, new_vs = [], [], [], []
             for i in range(cfg.num_hidden_layers):
                 layer_cache = None if cache is None else (cache.k[i], cache.v[i])
+                layer_kv = None if cross_kv is None else (cross_kv[0][i], cross_kv[1][i])
                 layer = DecoderLayer(cfg, self.deterministic, name=f"layers_{i}")
-                (x_BTD, _, layer_cache), _ = layer((x_BTD, None, layer_cache), mask_BTS, cache_index)
+                (x_BTD, _, layer_cache), kv = layer(
+                    (x_BTD, None, layer_cache), mask_BTS, cache_index, encoder_BWD, cross_mask_BW, layer_kv
+                )
                 if layer_cache is not None:
                     ks.append(layer_cache[0])
                     vs.append(layer_cache[1])
+                if kv is not None:
+                    new_ks.append(kv[0])
+                    new_vs.append(kv[1])
             new_cache = None if cache is None else (tuple(ks), tuple(vs))
+            new_kv = (tuple(new_ks), tuple(new_vs)) if new_ks else None
+        if new_cache is not None and cfg.cross_attention:  # the text's keys and values ride in the cache
+            new_cache = (*new_cache, *(cross_kv if new_kv is None else new_kv), cross_mask_BW)
 
         x_BTD = layer_norm("final_norm")(x_BTD)
         lm_heads = self.param("lm_heads", _init, (K, D, V))
@@ -304,5 +405,8 @@ class Decoder(nn.Module):
 def abstract_params(config: DecoderConfig) -> Any:
     """The decoder's parameter tree as ``jax.ShapeDtypeStruct`` leaves (float32), without allocating it."""
     ids = jax.ShapeDtypeStruct((1, config.num_codebooks, 1), jnp.int32)  # abstract: nothing is computed or compiled
-    shapes = jax.eval_shape(lambda ids: Decoder(config).init(jax.random.PRNGKey(0), ids), ids)
+    text = jax.ShapeDtypeStruct((1, 1, config.hidden_size), jnp.float32) if config.cross_attention else None
+    shapes = jax.eval_shape(
+        lambda ids, text: Decoder(config).init(jax.random.PRNGKey(0), ids, encoder_BWD=text), ids, text
+    )
     return shapes["params"]

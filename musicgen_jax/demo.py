@@ -9,7 +9,14 @@ import tempfile
 
 from musicgen_jax import checkpoint, parameters
 from musicgen_jax.chroma import MusicgenMelodyFeatureExtractor
-from musicgen_jax.config import DecoderConfig, EncodecConfig, GenerationConfig, MusicgenMelodyConfig, T5Config
+from musicgen_jax.config import (
+    DecoderConfig,
+    EncodecConfig,
+    GenerationConfig,
+    MusicgenConfig,
+    MusicgenMelodyConfig,
+    T5Config,
+)
 
 _CAPTIONS = """80s pop track with bassy drums and synth
 90s rock song with loud guitars and heavy drums
@@ -96,11 +103,22 @@ def random_params(config: MusicgenMelodyConfig, seed: int = 0) -> dict:
     return parameters.random(config, seed)
 
 
-def write_random_checkpoint(dst: str | os.PathLike, seed: int = 0, overwrite: bool = False) -> str:
-    """Writes a random-weight MusicGen Melody (converted format) to ``dst``; it generates noise, for smoke tests.
+def tiny_plain_config() -> MusicgenConfig:
+    """:func:`tiny_config`'s sizes for plain MusicGen (text through cross-attention, no chroma)."""
+    melody = tiny_config()
+    return MusicgenConfig(text_encoder=melody.text_encoder, audio_encoder=melody.audio_encoder, decoder=melody.decoder)
+
+
+def write_random_checkpoint(
+    dst: str | os.PathLike, seed: int = 0, overwrite: bool = False, family: str = "musicgen_melody"
+) -> str:
+    """Writes a random-weight MusicGen Melody (``family="musicgen_melody"``) or plain MusicGen (``"musicgen"``) in
+    the converted format to ``dst``; it generates noise, for smoke tests.
 
     ``dst`` is written as :func:`musicgen_jax.checkpoint.save` writes (atomically; ``overwrite`` as there)."""
-    config = tiny_config()
+    if family not in ("musicgen_melody", "musicgen"):
+        raise ValueError(f"family must be 'musicgen_melody' or 'musicgen', got {family!r}")
+    config = tiny_config() if family == "musicgen_melody" else tiny_plain_config()
     generation = GenerationConfig(
         do_sample=True,
         guidance_scale=3.0,
@@ -113,7 +131,12 @@ def write_random_checkpoint(dst: str | os.PathLike, seed: int = 0, overwrite: bo
     checkpoint.check_destination(dst, overwrite)  # before any work
     with tempfile.TemporaryDirectory() as side_files:  # the tokenizer and preprocessor files travel into the version
         write_tokenizer(side_files)
-        MusicgenMelodyFeatureExtractor().save_pretrained(side_files)
+        if family == "musicgen_melody":
+            MusicgenMelodyFeatureExtractor().save_pretrained(side_files)
+        else:
+            from musicgen_jax.encodec_features import EncodecFeatureExtractor
+
+            EncodecFeatureExtractor(sampling_rate=config.sampling_rate).save_pretrained(side_files)
         weights = random_params(config, seed)
         return checkpoint.save(
             dst, weights, config.to_hf(), generation.to_hf(), copy_from=side_files, overwrite=overwrite

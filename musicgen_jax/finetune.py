@@ -66,7 +66,9 @@ def _load(model_path: str):
         tokenizer = T5TextTokenizer.from_pretrained(model_path)
     except (ValueError, OSError, KeyError) as e:
         raise FinetuneError(f"{model_path}: cannot load the tokenizer ({one_line(e)})") from None
-    if os.path.isfile(os.path.join(model_path, "preprocessor_config.json")):
+    if model.config.decoder.cross_attention:  # plain MusicGen: text only, no chroma to compute
+        feature_extractor = None
+    elif os.path.isfile(os.path.join(model_path, "preprocessor_config.json")):
         feature_extractor = MusicgenMelodyFeatureExtractor.from_pretrained(model_path)
     else:
         feature_extractor = MusicgenMelodyFeatureExtractor(sampling_rate=model.sampling_rate)
@@ -137,7 +139,8 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[st
     B, T, K = args.batch_size, data.labels.shape[1], data.labels.shape[2]
     log(
         f"training {', '.join(trainable)} for {args.steps} steps: batch {B} x {T} positions x {K} codebooks, "
-        f"text {data.input_ids.shape[1]} tokens, chroma {data.input_features.shape[1]} frames"
+        f"text {data.input_ids.shape[1]} tokens"
+        + ("" if data.input_features is None else f", chroma {data.input_features.shape[1]} frames")
     )
 
     first = int(state.step)

@@ -21,6 +21,7 @@ import numpy as np
 
 from musicgen_jax import core, sampling, sharding
 from musicgen_jax.config import GenerationConfig
+from musicgen_jax.decoder import Conditions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,14 +66,26 @@ def resolve_knobs(
     return Knobs(do_sample, top_k, top_p, temperature, guidance_scale, bos, pad)
 
 
-def encode_conditions(model, input_ids, attention_mask, input_features, batch: int, knobs: Knobs) -> jax.Array:
-    """Stage 2: the conditioning prefix ``(B', P, D)`` HF's ``generate`` builds (``B' = 2B`` under CFG:
-    ``[cond; uncond]``), from the text (T5 states) and the melody (chroma features)."""
+def encode_conditions(
+    model, input_ids, attention_mask, input_features, batch: int, knobs: Knobs, text_states=None
+) -> Conditions:
+    """Stage 2: the :class:`~musicgen_jax.decoder.Conditions` HF's ``generate`` builds (``B' = 2B`` rows under CFG:
+    ``[cond; uncond]``) from the text (T5 states) and, for MusicGen Melody, the melody (chroma features): a prefix
+    ``(B', P, D)`` (melody) or the cross-attention states ``(B', W, D)`` and mask (plain MusicGen).
+
+    ``text_states``: T5 states ``(B, W, E)`` given instead of ``input_ids`` (HF's ``encoder_outputs``, e.g. the
+    zeros of ``get_unconditional_inputs``), with ``attention_mask``."""
     cfg = model.config
     feats = None if input_features is None else check_features(input_features, cfg, batch, model.dtype)
     # HF never generates without text: with no input_ids it encodes a single BOS token whose attention mask it infers
     # as 0 (BOS == pad), so the text prefix is one all-zero position.
-    if input_ids is not None:
+    if text_states is not None:
+        text = text_states
+        mask = (
+            jnp.ones(text.shape[:2], jnp.int32) if attention_mask is None else jnp.asarray(np.asarray(attention_mask))
+        )
+
+    elif input_ids is not None:
         ids = as_int_array("input_ids", input_ids, ndim=2)
         if attention_mask is None:
             # HF _prepare_attention_mask_for_generation: infer the mask from the decoder's pad id.
@@ -83,7 +96,7 @@ def encode_conditions(model, input_ids, attention_mask, input_features, batch: i
     else:
         text = jnp.zeros((batch, 1, cfg.text_encoder.d_model), model.dtype)
         mask = jnp.zeros((batch, 1), jnp.int32)
-    return core.generation_prefix_jit(model.params, cfg, text, mask, feats, knobs.use_cfg)
+    return core.generation_conditions_jit(model.params, cfg, text, mask, feats, knobs.use_cfg)
 
 
 def prompt_codes(model, batch: int, decoder_input_ids, audio_prompt, knobs: Knobs) -> np.ndarray:
@@ -151,11 +164,12 @@ def decode_length(
             f"{channel_codebooks} (num_codebooks per channel)"
         )
     if prefix_len + total > dec.max_position_embeddings:
+        chroma = getattr(config, "chroma_length", 0) if prefix_len else 0  # plain MusicGen: no prefix
         raise ValueError(
             length_error(
                 dec.max_position_embeddings,
-                prefix_len - config.chroma_length,  # the prefix is [chroma_length chroma frames, text tokens]
-                config.chroma_length,
+                prefix_len - chroma,  # the prefix is [chroma_length chroma frames, text tokens]
+                chroma,
                 prompt_len,
                 total,
                 channel_codebooks,
@@ -167,7 +181,7 @@ def decode_length(
 
 
 def run_loop(
-    decoder_params, prefix_BPD, prompt, total: int, knobs: Knobs, rng, decoder_config, progress=None, rules=None
+    decoder_params, conditions, prompt, total: int, knobs: Knobs, rng, decoder_config, progress=None, rules=None
 ) -> tuple[np.ndarray, dict]:
     """Stage 5: the compiled loop. ``prompt`` ``(B * K, Q)`` -> codes ``(B, K, frames)`` (delay pattern reverted)
     and its timings (``prefill_seconds``, ``decode_seconds``, ``compile_seconds``). ``progress(done, total)`` runs
@@ -190,12 +204,12 @@ def run_loop(
     fixed_BKQ, pattern_BKT = jnp.asarray(fixed), jnp.asarray(pattern)
     if mesh is not None:
         rules = sharding.RULES if rules is None else rules
-        prefix_BPD, fixed_BKQ, pattern_BKT = sharding.shard_batch((prefix_BPD, fixed_BKQ, pattern_BKT), mesh, rules)
+        conditions, fixed_BKQ, pattern_BKT = sharding.shard_batch((conditions, fixed_BKQ, pattern_BKT), mesh, rules)
     # On a mesh the prefill keeps 2B rows: B + 1 rows would not split evenly over the data axis.
     single_device = mesh is None
     tokens, timings = sampling.run_loop(
         decoder_params,
-        prefix_BPD,
+        conditions,
         fixed_BKQ,
         pattern_BKT,
         rng,
@@ -209,7 +223,7 @@ def run_loop(
         use_top_p=knobs.do_sample and knobs.top_p < 1.0,
         use_cfg=knobs.use_cfg,
         # generate's unconditional rows are all the same (zero text, null chroma, the same BOS): one prefill row
-        shared_uncond=knobs.use_cfg and single_device and sampling.uncond_rows_shared(prefix_BPD, fixed),
+        shared_uncond=knobs.use_cfg and single_device and sampling.uncond_rows_shared(conditions, fixed),
     )
     tokens = sampling.apply_delay_pattern(sharding.to_host(tokens), pattern)
     return sampling.revert_delay_pattern(tokens, knobs.pad_token_id), timings
@@ -262,8 +276,23 @@ def as_int_array(name: str, value, ndim: int) -> np.ndarray:
     return array.astype(np.int64)
 
 
+def text_states(encoder_outputs, config, dtype) -> jax.Array:
+    """HF's ``encoder_outputs`` (an array of T5 states ``(B, W, E)``, a tuple whose first item is one, or an object
+    with ``last_hidden_state``) as ``dtype`` on the device, after checking the shape."""
+    states = getattr(encoder_outputs, "last_hidden_state", encoder_outputs)
+    if isinstance(states, tuple | list):
+        states = states[0]
+    states = np.asarray(states, np.float32)
+    E = config.text_encoder.d_model
+    if states.ndim != 3 or states.shape[2] != E:
+        raise ValueError(f"encoder_outputs must hold T5 states (batch, seq, d_model={E}), got shape {states.shape}")
+    return jnp.asarray(states, dtype)
+
+
 def check_features(input_features, config, batch: int | None, dtype) -> jax.Array:
     """Chroma features ``(B, M, C)`` as ``dtype`` on the device, after checking their shape (and batch, if known)."""
+    if config.decoder.cross_attention:
+        raise ValueError("plain MusicGen takes no melody (input_features); use a MusicGen Melody checkpoint")
     feats = np.asarray(input_features, np.float32)
     C = config.num_chroma
     if feats.ndim != 3 or feats.shape[2] != C or feats.shape[1] == 0:
@@ -419,10 +448,13 @@ def length_error(positions, text_len, chroma_len, prompt_len, total, min_steps, 
     else:
         steps_asked = f"the {steps} steps {'the generation config asks' if from_config else 'asked'} for"
     start = "the start token" if prompt_len == 1 else f"the {prompt_len}-step decoder prompt (start + audio prompt)"
-    holds = (
-        f"the decoder's position table (max_position_embeddings {positions}) must hold the conditioning prefix "
-        f"({text_len} text tokens + {chroma_len} chroma frames), {start} and {steps_asked}"
+    prefix = (
+        f"the conditioning prefix ({text_len} text tokens + {chroma_len} chroma frames), "
+        if text_len + chroma_len
+        else ""  # plain MusicGen: the text is cross-attended to and takes no position
     )
+    table = f"the decoder's position table (max_position_embeddings {positions})"
+    holds = f"{table} must hold {prefix}{start} and {steps_asked}"
     over_asked = text_len + chroma_len + prompt_len + steps - positions
     over_min = text_len + chroma_len + prompt_len + min_steps - positions
     if over_min > 0:  # the prompt alone does not fit

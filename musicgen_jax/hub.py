@@ -16,6 +16,7 @@ ALLOW_PATTERNS = [
     "special_tokens_map.json",
     "spiece.model",
     "preprocessor_config.json",
+    "processor_config.json",
 ]
 
 

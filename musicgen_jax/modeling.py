@@ -17,7 +17,7 @@ import numpy as np
 
 from musicgen_jax import checkpoint, compilation_cache, core, generation, hub, loss, parameters, sharding
 from musicgen_jax import decoder as decoder_module
-from musicgen_jax.config import GenerationConfig, MusicgenMelodyConfig
+from musicgen_jax.config import GenerationConfig, MusicgenConfig, MusicgenMelodyConfig, config_from_pretrained
 from musicgen_jax.encodec import EncodecModel
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -89,11 +89,14 @@ class MusicgenMelodyOutput:
         return getattr(self, key)
 
 
-class MusicgenMelodyForConditionalGeneration:
-    """MusicGen Melody in JAX: the parameter tree, the config, and HF-compatible entry points.
+class ConditionalGeneration:
+    """Either MusicGen family in JAX: the parameter tree, the config, and HF-compatible entry points. Use the
+    family's class (:class:`MusicgenMelodyForConditionalGeneration`, :class:`MusicgenForConditionalGeneration`);
+    ``from_pretrained`` on either returns the class of the checkpoint's ``model_type``.
 
     Attributes:
-      config: :class:`~musicgen_jax.config.MusicgenMelodyConfig` (frozen; static under jit).
+      config: :class:`~musicgen_jax.config.MusicgenMelodyConfig` or :class:`~musicgen_jax.config.MusicgenConfig`
+        (frozen; static under jit).
       params: nested dict of jax arrays, laid out as the Flax modules define (see each module's docstring):
         ``text_encoder``, ``audio_encoder``, ``decoder`` and the projections ``text_proj`` / ``chroma_proj``. The
         decoder's layers are unrolled (``layers_0`` ...) or scanned (one stacked ``layers``), as loaded
@@ -101,13 +104,20 @@ class MusicgenMelodyForConditionalGeneration:
       generation_config: defaults for :meth:`generate`, read from ``generation_config.json``.
     """
 
+    config_class: type | None = None  # the family's config (None: any)
+
     def __init__(
         self,
-        config: MusicgenMelodyConfig,
+        config: MusicgenMelodyConfig | MusicgenConfig,
         params: dict,
         generation_config: GenerationConfig | None = None,
         rules: Any = None,
     ):
+        if self.config_class is not None and not isinstance(config, self.config_class):
+            raise TypeError(
+                f"{type(self).__name__} takes a {self.config_class.__name__}, got a {type(config).__name__} "
+                f"(model_type {config.model_type!r}: use {_FAMILY_CLASSES[config.model_type].__name__})"
+            )
         self.config = config
         self.params = params
         # how the parameters were placed on a mesh (musicgen_jax.sharding rules); generate splits rows by it too
@@ -175,7 +185,7 @@ class MusicgenMelodyForConditionalGeneration:
         path = checkpoint.resolve(source)  # a converted directory's current version
         target = resolve_dtype(dtype)
         if checkpoint.is_converted(path):
-            config = MusicgenMelodyConfig.from_pretrained(path)
+            config = config_from_pretrained(path)
             abstract = parameters.abstract(config)
             shardings = None if mesh is None else sharding.shardings_for(abstract, mesh, rules)
             params = checkpoint.restore(path, abstract, dtype=target, shardings=shardings)
@@ -193,7 +203,8 @@ class MusicgenMelodyForConditionalGeneration:
             if mesh is not None:
                 params = sharding.shard_params(params, mesh, rules)
         config = config.with_matmul_precision(matmul_precision)
-        model = cls(config, params, GenerationConfig.from_pretrained(path, config.decoder), rules=rules)
+        family = _FAMILY_CLASSES[config.model_type]  # the checkpoint's family, whichever class was asked
+        model = family(config, params, GenerationConfig.from_pretrained(path, config.decoder), rules=rules)
         model.source_dir = source
         return model
 
@@ -247,14 +258,26 @@ class MusicgenMelodyForConditionalGeneration:
         decoder_attention_mask=None,
         encoder_hidden_states=None,
         labels=None,
+        *,
+        encoder_outputs=None,
+        input_values=None,
+        padding_mask=None,
     ) -> MusicgenMelodyOutput:
         """HF's forward: logits ``(batch * num_codebooks, prefix_len + tgt_len, vocab_size)``.
 
-        Either ``input_ids`` (+ ``attention_mask``) and/or ``input_features`` ``(batch, frames, num_chroma)``, from
-        which the prefix is built as HF does, or ``encoder_hidden_states``: an already-projected prefix
-        ``(batch, prefix_len, hidden_size)``. ``decoder_input_ids`` is ``(batch * num_codebooks, tgt_len)`` int.
+        Either ``input_ids`` (+ ``attention_mask``) or ``encoder_outputs`` (T5 states ``(batch, seq, d_model)``, or
+        HF's tuple of them) and, for MusicGen Melody, ``input_features`` ``(batch, frames, num_chroma)``, from which
+        the conditions are built as HF does; or (melody) ``encoder_hidden_states``: an already-projected prefix
+        ``(batch, prefix_len, hidden_size)``. ``decoder_input_ids`` is ``(batch * num_codebooks, tgt_len)`` int; for
+        plain MusicGen, without them (and without ``labels``) HF encodes ``input_values`` ``(batch, channels,
+        samples)`` with EnCodec and reads those codes (``padding_mask`` is accepted and, as in HF's unnormalised
+        32 kHz codec, changes nothing).
         """
         dec = self.config.decoder
+        del padding_mask  # HF's EnCodec uses it only to normalise, which MusicGen's codec does not do
+        if decoder_input_ids is None and labels is None and input_values is not None:
+            codes = self.encode_audio(input_values, name="input_values")
+            decoder_input_ids = codes.reshape(-1, codes.shape[2])
         labels_BTK = None
         if labels is not None:
             labels_BTK = loss.check_labels(labels, dec.num_codebooks, dec.vocab_size)
@@ -275,7 +298,11 @@ class MusicgenMelodyForConditionalGeneration:
                 )
             batch = prefix.shape[0]
         else:
-            if input_ids is not None:
+            if encoder_outputs is not None:
+                text = generation.text_states(encoder_outputs, cfg, self.dtype)
+                mask = None if attention_mask is None else jnp.asarray(np.asarray(attention_mask))
+                batch = text.shape[0]
+            elif input_ids is not None:
                 text = self.encode_text(input_ids, attention_mask)
                 mask = None if attention_mask is None else jnp.asarray(np.asarray(attention_mask))
                 batch = text.shape[0]
@@ -284,7 +311,7 @@ class MusicgenMelodyForConditionalGeneration:
                 batch = feats.shape[0]
         ids_BKT = generation.check_decoder_inputs(decoder_input_ids, cfg.decoder, batch, decoder_attention_mask)
         key_mask = None if decoder_attention_mask is None else jnp.asarray(np.asarray(decoder_attention_mask))
-        logits_BKTV, prefix = core.forward_jit(
+        logits_BKTV, conditions = core.forward_jit(
             self.params,
             cfg,
             jnp.asarray(ids_BKT),
@@ -294,7 +321,8 @@ class MusicgenMelodyForConditionalGeneration:
             prefix_BPD=prefix,
             target_mask_BT=key_mask,
         )
-        out = MusicgenMelodyOutput(logits=logits_BKTV.reshape(-1, *logits_BKTV.shape[2:]), encoder_hidden_states=prefix)
+        states = conditions.prefix_BPD if conditions.prefix_BPD is not None else conditions.cross_BWD
+        out = MusicgenMelodyOutput(logits=logits_BKTV.reshape(-1, *logits_BKTV.shape[2:]), encoder_hidden_states=states)
         if labels_BTK is not None:
             if labels_BTK.shape[:2] != (ids_BKT.shape[0], ids_BKT.shape[2]):
                 raise ValueError(
@@ -316,6 +344,9 @@ class MusicgenMelodyForConditionalGeneration:
         decoder_input_ids=None,
         *,
         audio_prompt=None,
+        input_values=None,
+        padding_mask=None,
+        encoder_outputs=None,
         max_new_tokens: int | None = None,
         max_length: int | None = None,
         duration: float | None = None,
@@ -337,8 +368,11 @@ class MusicgenMelodyForConditionalGeneration:
           input_ids, attention_mask: tokenized text ``(batch, seq)`` (from the processor).
           input_features: chroma ``(batch, frames, num_chroma)`` (from the processor's feature extractor).
           decoder_input_ids: audio codes to continue, ``(batch * num_codebooks, frames)`` in HF's layout.
-          audio_prompt: a waveform ``(batch, channels, samples)`` at ``sampling_rate`` to continue (encoded with
-            EnCodec); exclusive with ``decoder_input_ids``.
+          audio_prompt / input_values: a waveform ``(batch, channels, samples)`` at ``sampling_rate`` to continue
+            (encoded with EnCodec; ``input_values`` and ``padding_mask`` are the names HF's ``MusicgenProcessor``
+            returns: the mask changes nothing, as in HF); exclusive with ``decoder_input_ids``.
+          encoder_outputs: T5 states ``(batch, seq, d_model)`` (or HF's tuple of them) instead of ``input_ids``, as
+            :meth:`get_unconditional_inputs` returns.
           max_new_tokens / max_length / duration: length, in decoder steps, buffer length, or seconds of audio.
           do_sample, guidance_scale, top_k, top_p, temperature: as HF (defaults from ``generation_config.json``).
           seed / rng: an int seed in [0, 2**32) or a JAX key for sampling; the same seed gives the same audio.
@@ -352,6 +386,12 @@ class MusicgenMelodyForConditionalGeneration:
         """
         if unknown:
             raise ValueError(f"generate() got unsupported argument(s): {', '.join(sorted(unknown))}")
+        del padding_mask  # HF's EnCodec uses it only to normalise, which MusicGen's codec does not do
+        if input_values is not None:
+            if audio_prompt is not None:
+                raise ValueError("pass either audio_prompt or input_values, not both")
+            audio_prompt = input_values
+        states = None if encoder_outputs is None else generation.text_states(encoder_outputs, self.config, self.dtype)
         gen = generation_config or self.generation_config
         dec = self.config.decoder
         knobs = generation.resolve_knobs(
@@ -367,19 +407,21 @@ class MusicgenMelodyForConditionalGeneration:
         duration = None if duration is None else generation.check_duration(duration)
         max_new_tokens = generation.check_count(max_new_tokens, "max_new_tokens")
         max_length = generation.check_count(max_length, "max_length")
-        batch = generation.batch_of(input_ids, input_features, decoder_input_ids, dec.num_codebooks, audio_prompt)
+        batch = generation.batch_of(
+            input_ids if states is None else states, input_features, decoder_input_ids, dec.num_codebooks, audio_prompt
+        )
 
         clock = generation.Clock()
-        prefix = clock.lap(
+        conditions = clock.lap(
             "text_encode_seconds",
-            generation.encode_conditions(self, input_ids, attention_mask, input_features, batch, knobs),
+            generation.encode_conditions(self, input_ids, attention_mask, input_features, batch, knobs, states),
         )
         prompt = generation.prompt_codes(self, batch, decoder_input_ids, audio_prompt, knobs)
         total = generation.decode_length(
             self.config,
             gen,
             prompt.shape[1],
-            prefix.shape[1],
+            conditions.prefix_length,
             max_new_tokens=max_new_tokens,
             max_length=max_length,
             duration=duration,
@@ -387,7 +429,7 @@ class MusicgenMelodyForConditionalGeneration:
         clock.lap("prompt_seconds")
         key = generation.sampling_key(seed, rng)
         codes, loop = generation.run_loop(
-            self.params["decoder"], prefix, prompt, total, knobs, key, dec, progress, rules=self.rules
+            self.params["decoder"], conditions, prompt, total, knobs, key, dec, progress, rules=self.rules
         )
         clock.add(loop)
         audio = clock.lap("codec_decode_seconds", self.decode_audio(codes)).view(AudioArray)
@@ -439,6 +481,36 @@ class MusicgenMelodyForConditionalGeneration:
         return codes
 
 
+class MusicgenMelodyForConditionalGeneration(ConditionalGeneration):
+    """MusicGen Melody (HF ``transformers.models.musicgen_melody``): text and melody (chroma) conditions, read by the
+    decoder as a prefix in front of the audio codes."""
+
+    config_class = MusicgenMelodyConfig
+
+
+class MusicgenForConditionalGeneration(ConditionalGeneration):
+    """Plain MusicGen (HF ``transformers.models.musicgen``: musicgen-small/-medium/-large and the stereo models): the
+    decoder cross-attends to the T5 text states in every layer; no melody."""
+
+    config_class = MusicgenConfig
+
+    def get_unconditional_inputs(self, num_samples: int = 1) -> dict:
+        """HF's null inputs for unconditional generation: ``generate(**model.get_unconditional_inputs(n), ...)``.
+        Zero T5 states ``(n, 1, d_model)`` with an all-zero attention mask, and guidance off."""
+        states = np.zeros((num_samples, 1, self.config.text_encoder.d_model), np.float32)
+        return {
+            "encoder_outputs": (states,),
+            "attention_mask": np.zeros((num_samples, 1), np.int64),
+            "guidance_scale": 1.0,
+        }
+
+
+_FAMILY_CLASSES = {
+    "musicgen_melody": MusicgenMelodyForConditionalGeneration,
+    "musicgen": MusicgenForConditionalGeneration,
+}
+
+
 class AudioArray(np.ndarray):
     """A numpy array of audio that also answers ``.cpu()`` and ``.numpy()``, so code written for HF's torch output
     (``audio_values[0, 0].cpu().numpy()``) runs unchanged."""
@@ -470,6 +542,6 @@ class GenerateOutput:
         return getattr(self, key)
 
 
-def abstract_params(config: MusicgenMelodyConfig) -> dict:
+def abstract_params(config: MusicgenMelodyConfig | MusicgenConfig) -> dict:
     """The whole model's parameter tree as ``jax.ShapeDtypeStruct`` (float32): :func:`parameters.abstract`."""
     return parameters.abstract(config)

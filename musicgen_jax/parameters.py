@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from musicgen_jax import conditioning, decoder, encodec, t5
-from musicgen_jax.config import MusicgenMelodyConfig
+from musicgen_jax.config import MusicgenConfig, MusicgenMelodyConfig
 
 # The logical axes of every parameter, by path below its top-level part (a regular expression on "a/b/c") and rank.
 # Leaves of any tree are matched by the part of their path that starts at a top-level part name, so optimizer
@@ -31,7 +31,11 @@ _STACKED_MATMULS = (
     (r"layers/attn/out", ("layers", "heads", "head_dim", "embed")),
     (r"layers/mlp/(up|gate)", ("layers", "embed", "ffn")),
     (r"layers/mlp/down", ("layers", "ffn", "embed")),
-    (r"layers/(attn|mlp)_norm/(scale|bias)", ("layers", "norm")),
+    (r"layers/(attn|mlp|cross)_norm/(scale|bias)", ("layers", "norm")),
+    # plain MusicGen's cross-attention to the text states (decoder only)
+    (r"layers/cross_attn/q", ("layers", "embed", "heads", "head_dim")),
+    (r"layers/cross_attn/kv", ("layers", "embed", None, "heads", "head_dim")),
+    (r"layers/cross_attn/out", ("layers", "heads", "head_dim", "embed")),
 )
 # The decoder's unrolled layout (``layers_0`` ...; see ``musicgen_jax.decoder``): the same axes without "layers".
 _UNROLLED_MATMULS = tuple((path.replace("layers/", r"layers_\d+/", 1), axes[1:]) for path, axes in _STACKED_MATMULS)
@@ -74,7 +78,7 @@ def logical_axes(path: str, ndim: int) -> tuple[str | None, ...]:
     raise ValueError(f"{path}: no logical axes for this parameter (add it to musicgen_jax.parameters.PARAM_AXES)")
 
 
-def abstract(config: MusicgenMelodyConfig, parts: Iterable[str] | None = None) -> dict:
+def abstract(config: MusicgenMelodyConfig | MusicgenConfig, parts: Iterable[str] | None = None) -> dict:
     """The parameter tree as ``jax.ShapeDtypeStruct`` leaves (float32, the scanned decoder layout).
 
     Top-level parts: ``text_encoder``, ``audio_encoder``, ``decoder`` and the projections HF creates only when sizes
@@ -103,6 +107,8 @@ def _fill(names: tuple[str, ...], shape: tuple[int, ...], rng: np.random.Generat
     name = names[-1]
     fan_in = {
         "qkv": lambda s: s[-4],  # (..., D, 3, N, H)
+        "kv": lambda s: s[-4],  # (..., D, 2, N, H)
+        "q": lambda s: s[-3],  # (..., D, N, H)
         "out": lambda s: s[-3] * s[-2],  # (..., N, H, D)
         "up": lambda s: s[-2],  # (..., D, F)
         "gate": lambda s: s[-2],
@@ -124,7 +130,7 @@ def _fill(names: tuple[str, ...], shape: tuple[int, ...], rng: np.random.Generat
     raise ValueError(f"no random init rule for parameter {'/'.join(names)} {shape}")
 
 
-def random(config: MusicgenMelodyConfig, seed: int = 0) -> dict:
+def random(config: MusicgenMelodyConfig | MusicgenConfig, seed: int = 0) -> dict:
     """Random float32 numpy parameters shaped as :func:`abstract` (scanned decoder), filled on the host: nothing is
     compiled. Each leaf draws from its own stream, seeded by ``seed`` and its path, so the same seed gives
     bit-identical values whatever the order of the leaves. For random-weight checkpoints, tests and training from

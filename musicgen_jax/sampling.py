@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from musicgen_jax.config import DecoderConfig
-from musicgen_jax.decoder import Decoder, KVCache, is_scanned
+from musicgen_jax.decoder import Conditions, Decoder, KVCache, is_scanned
 
 # ---------------------------------------------------------------------------------------------------------------
 # Delay pattern (host side, numpy): HF MusicgenMelodyForCausalLM.build_delay_pattern_mask / apply / revert.
@@ -156,17 +156,34 @@ class LoopSpec:
     shared_uncond: bool = False  # every unconditional row has the same prefix and prompt: prefill it once
 
 
-def _pass(decoder_params, spec: LoopSpec, ids, cache, index, prefix=None):
-    """One decoder pass over the rows ``ids`` at cache ``index``; last-position logits."""
+def _pass(decoder_params, spec: LoopSpec, ids, cache, index, conditions: Conditions | None = None):
+    """One decoder pass over the rows ``ids`` at cache ``index``; last-position logits. ``conditions`` at the
+    prefill only (the steps read the cross-attention keys and values from the cache)."""
+    c = Conditions() if conditions is None else conditions
     decoder = Decoder(spec.config, scan_layers=is_scanned(decoder_params))
-    logits, cache = decoder.apply({"params": decoder_params}, ids, prefix, cache=cache, cache_index=index)
+    logits, cache = decoder.apply(
+        {"params": decoder_params},
+        ids,
+        c.prefix_BPD,
+        cache=cache,
+        cache_index=index,
+        encoder_BWD=c.cross_BWD,
+        encoder_mask_BW=c.cross_mask_BW,
+    )
     return logits[:, :, -1].astype(jnp.float32), cache
 
 
-def _run(decoder_params, spec: LoopSpec, ids_BKT, cache, index, prefix=None):
+def _run(decoder_params, spec: LoopSpec, ids_BKT, cache, index, conditions: Conditions | None = None):
     """One decoder pass over ``ids_BKT`` (duplicated for CFG) at cache ``index``; last-position logits."""
     ids = jnp.concatenate([ids_BKT, ids_BKT], axis=0) if spec.use_cfg else ids_BKT
-    return _pass(decoder_params, spec, ids, cache, index, prefix)
+    return _pass(decoder_params, spec, ids, cache, index, conditions)
+
+
+def as_conditions(conditions) -> Conditions:
+    """A :class:`Conditions`, or an array read as MusicGen Melody's prefix ``(B', P, D)`` (or None: no conditions)."""
+    if conditions is None or isinstance(conditions, Conditions):
+        return Conditions() if conditions is None else conditions
+    return Conditions(prefix_BPD=conditions)
 
 
 def _repeat_last_row(x, rows: int, axis: int):
@@ -192,10 +209,12 @@ def _sample(state: DecodeState, pattern_BKT, sampling: SamplingParams, spec: Loo
     return jnp.where(forced_BK == -1, ids.reshape(B, K), forced_BK).astype(jnp.int32), rng
 
 
-def _prefill(decoder_params, prefix_BPD, prompt_BKQ, rng, spec: LoopSpec) -> DecodeState:
-    """The prefix and every fixed position in one pass into a fresh cache; the last logits predict position Q."""
+def _prefill(decoder_params, conditions, prompt_BKQ, rng, spec: LoopSpec) -> DecodeState:
+    """The conditions (a prefix, or the text's cross-attention keys and values) and every fixed position in one pass
+    into a fresh cache; the last logits predict position Q. ``conditions``: see :func:`as_conditions`."""
+    conditions = as_conditions(conditions)
     B, K, Q = prompt_BKQ.shape
-    P = 0 if prefix_BPD is None else prefix_BPD.shape[1]
+    P = conditions.prefix_length
     dtype = jax.tree_util.tree_leaves(decoder_params)[0].dtype
     rows = 2 * B if spec.use_cfg else B
     scanned = is_scanned(decoder_params)
@@ -206,13 +225,17 @@ def _prefill(decoder_params, prefix_BPD, prompt_BKQ, rng, spec: LoopSpec) -> Dec
         # is computed as before, so the numbers are the same; the prefill does B - 1 fewer rows.
         cache = KVCache.zeros(spec.config, B + 1, P + spec.max_length, dtype, scanned=scanned)
         ids = jnp.concatenate([tokens[:, :, :Q], tokens[:1, :, :Q]], axis=0)
-        prefix = None if prefix_BPD is None else prefix_BPD[: B + 1]
-        logits, cache = _pass(decoder_params, spec, ids, cache, 0, prefix)
+        head = jax.tree_util.tree_map(lambda x: x[: B + 1], conditions)
+        logits, cache = _pass(decoder_params, spec, ids, cache, 0, head)
         logits = _repeat_last_row(logits, rows, axis=0)
-        cache = jax.tree_util.tree_map(lambda x: _repeat_last_row(x, rows, axis=1 if scanned else 0), cache)
+        row_axis = 1 if scanned else 0  # of the keys and values; the cross-attention mask is (rows, W)
+        cache = KVCache(
+            *(jax.tree_util.tree_map(lambda x: _repeat_last_row(x, rows, axis=row_axis), part) for part in cache[:4]),
+            None if cache.cross_mask is None else _repeat_last_row(cache.cross_mask, rows, axis=0),
+        )
         return DecodeState(jnp.asarray(Q, jnp.int32), tokens, cache, logits, rng)
     cache = KVCache.zeros(spec.config, rows, P + spec.max_length, dtype, scanned=scanned)
-    logits, cache = _run(decoder_params, spec, tokens[:, :, :Q], cache, 0, prefix_BPD)
+    logits, cache = _run(decoder_params, spec, tokens[:, :, :Q], cache, 0, conditions)
     return DecodeState(jnp.asarray(Q, jnp.int32), tokens, cache, logits, rng)
 
 
@@ -243,15 +266,17 @@ def _spec(config, max_length, do_sample, top_k, use_top_p, use_cfg, shared_uncon
     )
 
 
-def uncond_rows_shared(prefix_BPD, prompt_BKQ) -> bool:
-    """Whether the unconditional half of a CFG prefix ``[cond; uncond]`` holds one row repeated and every prompt row
-    is the same (host check; what :func:`decode`'s ``shared_uncond`` requires). True for generate's own prefixes."""
+def uncond_rows_shared(conditions, prompt_BKQ) -> bool:
+    """Whether the unconditional half of CFG conditions ``[cond; uncond]`` (see :func:`as_conditions`) holds one row
+    repeated and every prompt row is the same (host check; what :func:`decode`'s ``shared_uncond`` requires). True
+    for generate's own conditions."""
+    conditions = as_conditions(conditions)
     prompt = np.asarray(prompt_BKQ)
     B = prompt.shape[0]
-    if B < 2 or prefix_BPD is None or prefix_BPD.shape[0] != 2 * B or not (prompt == prompt[:1]).all():
+    parts = [x for x in conditions if x is not None]
+    if B < 2 or not parts or any(x.shape[0] != 2 * B for x in parts) or not (prompt == prompt[:1]).all():
         return False
-    uncond = np.asarray(prefix_BPD[B:])
-    return bool((uncond == uncond[:1]).all())
+    return all(bool((np.asarray(x[B:]) == np.asarray(x[B : B + 1])).all()) for x in parts)
 
 
 @functools.partial(
@@ -278,7 +303,9 @@ def decode(
 
     Args:
       decoder_params: the ``decoder`` parameter subtree.
-      prefix_BPD: conditioning prefix ``(B', P, D)`` (``B' = 2B``, ``[cond; uncond]``, when ``use_cfg``), or None.
+      prefix_BPD: the conditions (``B' = 2B`` rows, ``[cond; uncond]``, when ``use_cfg``): MusicGen Melody's prefix
+        ``(B', P, D)``, a :class:`~musicgen_jax.decoder.Conditions` (plain MusicGen's cross-attention states), or
+        None.
       prompt_BKQ: int ``(B, K, Q)`` the positions already fixed by BOS/prompt (from :func:`build_delay_pattern`).
       pattern_BKT: int ``(B, K, max_length)`` the delay pattern (-1 where codes are generated).
       rng: a PRNG key (unused when greedy).

@@ -19,7 +19,7 @@ import numpy as np
 import optax
 
 from musicgen_jax import parameters, sharding
-from musicgen_jax.config import MusicgenMelodyConfig
+from musicgen_jax.config import MusicgenConfig, MusicgenMelodyConfig
 from musicgen_jax.loss import (
     IGNORE_INDEX,
     check_labels,
@@ -42,7 +42,7 @@ def init_params(config: MusicgenMelodyConfig, seed: int = 0) -> dict:
 
 def default_trainable(params_or_config: Mapping | MusicgenMelodyConfig, train_text_encoder: bool = False):
     """The top-level parts that train: everything but the T5 encoder (unless asked) and the EnCodec codec."""
-    if isinstance(params_or_config, MusicgenMelodyConfig):
+    if isinstance(params_or_config, MusicgenMelodyConfig | MusicgenConfig):
         names = list(parameters.abstract(params_or_config))
     else:
         names = list(params_or_config)

@@ -3,17 +3,19 @@
 Two groups of checks, each a :class:`Row` (``PASS``, ``FAIL`` or ``SKIP``) with the observed error:
 
 - float32 parity with HF transformers (run on the CPU in float32, the reference): the T5 states, the conditioning
-  prefix, one forward pass's logits (text + melody), ``steps`` greedy codes from ``generate`` (identical, or FAIL)
-  and the audio EnCodec makes of them. They need torch and transformers, and an HF checkpoint (``config.json`` +
+  (MusicGen Melody: the prefix of text + chroma; plain MusicGen: the projected text states the cross-attention
+  reads), one forward pass's logits, ``steps`` greedy codes from ``generate`` (identical, or FAIL) and the audio
+  EnCodec makes of them. They need torch and transformers, and an HF checkpoint (``config.json`` +
   safetensors or ``pytorch_model.bin``): a converted directory names its HF original with ``hf=``; otherwise these
   rows are SKIP rows that say why.
 - bfloat16 against float32, in JAX: the logits' error relative to their scale (FAIL only above a loose bound or
   when not finite), and the argmax and greedy-code agreement (reported: bfloat16 rounding flips near ties).
 
-The inputs are fixed: two prompts through the checkpoint's tokenizer (synthetic token ids when it has none), one-hot
-chroma for the melody, and random decoder codes after BOS for the forward pass. The comparisons are pure functions
-(arrays in, rows out); :func:`run` loads the checkpoints and calls them. torch and transformers are imported only
-when HF rows are computed.
+Both families are checked, by the checkpoint's ``model_type`` (the header names it); an HF reference of the other
+family fails the config row. The inputs are fixed: two prompts through the checkpoint's tokenizer (synthetic token
+ids when it has none), one-hot chroma for the melody (MusicGen Melody only), and random decoder codes after BOS for
+the forward pass. The comparisons are pure functions (arrays in, rows out); :func:`run` loads the checkpoints and
+calls them. torch and transformers are imported only when HF rows are computed.
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from musicgen_jax import checkpoint, hub, layers
-from musicgen_jax.config import MusicgenMelodyConfig
-from musicgen_jax.modeling import MusicgenMelodyForConditionalGeneration
+from musicgen_jax.config import MusicgenConfig, MusicgenMelodyConfig, config_from_pretrained
+from musicgen_jax.modeling import ConditionalGeneration, MusicgenMelodyForConditionalGeneration
 from musicgen_jax.tokenizer import T5TextTokenizer
 
+AnyConfig = MusicgenMelodyConfig | MusicgenConfig  # either family's config
 EXIT_MISMATCH = 1  # a check failed (bad input exits 2, as everywhere in the CLI)
 PROMPTS = ("80s pop track with bassy drums and synth", "90s rock song with loud guitars and heavy drums")
 _HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -70,11 +73,12 @@ class Row:
 @dataclasses.dataclass(frozen=True)
 class Inputs:
     """The fixed inputs of every check. ``input_ids`` / ``attention_mask`` int64 ``(B, W)``; ``input_features``
-    float32 one-hot chroma ``(B, M, C)``; ``decoder_input_ids`` int64 ``(B * K, T)`` (BOS, then random codes)."""
+    float32 one-hot chroma ``(B, M, C)`` (None for plain MusicGen); ``decoder_input_ids`` int64 ``(B * K, T)`` (BOS,
+    then random codes)."""
 
     input_ids: np.ndarray
     attention_mask: np.ndarray
-    input_features: np.ndarray
+    input_features: np.ndarray | None
     decoder_input_ids: np.ndarray
     source: str  # where the text came from, for the header
 
@@ -82,7 +86,8 @@ class Inputs:
 @dataclasses.dataclass(frozen=True)
 class Outputs:
     """What one framework computed on :class:`Inputs`, as float32 / int numpy: ``states`` T5 ``(B, W, E)``,
-    ``prefix`` ``(B, P, D)``, ``logits`` ``(B * K, P + T, V)``, greedy ``codes`` ``(B, K, frames)`` and their
+    ``prefix`` ``(B, P, D)`` (plain MusicGen: the projected, masked text states ``(B, W, D)``), ``logits``
+    ``(B * K, P + T, V)`` (plain: ``P`` is 0), greedy ``codes`` ``(B, K, frames)`` and their
     ``audio`` ``(B, R, samples)``."""
 
     states: np.ndarray
@@ -116,7 +121,7 @@ class Report:
 # Inputs and environment
 
 
-def make_inputs(config: MusicgenMelodyConfig, tokenizer: T5TextTokenizer | None, frames: int = 8, tgt_len: int = 8):
+def make_inputs(config: AnyConfig, tokenizer: T5TextTokenizer | None, frames: int = 8, tgt_len: int = 8):
     """:class:`Inputs` for ``config``: :data:`PROMPTS` through ``tokenizer`` (padded), or, without one, synthetic
     ids in the text vocab with T5's ``</s>`` (1) and right padding in the second row. Fixed seeds throughout."""
     rng = np.random.default_rng(0)
@@ -132,11 +137,14 @@ def make_inputs(config: MusicgenMelodyConfig, tokenizer: T5TextTokenizer | None,
         ids[0, -1], ids[1, -3] = 1, 1  # </s>, then padding (id 0) in the second row
         ids[1, -2:], mask[1, -2:] = 0, 0
         source = f"synthetic token ids ({batch} x {length}; the checkpoint has no tokenizer files)"
-    chroma = np.eye(config.num_chroma, dtype=np.float32)[rng.integers(0, config.num_chroma, (batch, frames))]
+    chroma = None
+    if config.model_type == "musicgen_melody":
+        chroma = np.eye(config.num_chroma, dtype=np.float32)[rng.integers(0, config.num_chroma, (batch, frames))]
+        source = f"{source}, {frames} one-hot chroma frames"
     dec = config.decoder
     codes = rng.integers(0, dec.vocab_size, (batch * dec.num_codebooks, tgt_len))
     codes[:, 0] = dec.bos_token_id
-    return Inputs(ids, mask, chroma, codes, f"{source}, {frames} one-hot chroma frames, {tgt_len} decoder positions")
+    return Inputs(ids, mask, chroma, codes, f"{source}, {tgt_len} decoder positions")
 
 
 def load_tokenizer(folder: str) -> T5TextTokenizer | None:
@@ -192,7 +200,7 @@ def hf_reference(model_source: str, hf: str | None) -> tuple[str | None, str]:
     return model_source, ""
 
 
-def matmul_precision(config: MusicgenMelodyConfig) -> str:
+def matmul_precision(config: AnyConfig) -> str:
     """The matmul precision T5 and the decoder compute with, per weight dtype (see :mod:`musicgen_jax.layers`)."""
     chosen = config.matmul_precision
     f32, _ = layers.precision_policy(jnp.float32, chosen)
@@ -214,7 +222,7 @@ def environment() -> list[str]:
 # Running each framework
 
 
-def jax_outputs(model: MusicgenMelodyForConditionalGeneration, inputs: Inputs, steps: int, guidance_scale: float):
+def jax_outputs(model: ConditionalGeneration, inputs: Inputs, steps: int, guidance_scale: float):
     """:class:`Outputs` of our model (any dtype; results as float32 numpy)."""
     states = model.encode_text(inputs.input_ids, inputs.attention_mask)
     out = model(
@@ -257,13 +265,26 @@ def _quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-def load_hf(folder: str):
-    """transformers' ``MusicgenMelodyForConditionalGeneration`` from ``folder``: float32, eval mode, on the CPU."""
+def load_hf(folder: str, model_type: str):
+    """transformers' model of the family ``model_type`` names (``MusicgenMelodyForConditionalGeneration`` or
+    ``MusicgenForConditionalGeneration``) from ``folder``: float32, eval mode, on the CPU."""
     import torch
-    from transformers import MusicgenMelodyForConditionalGeneration as HFModel
+    import transformers
 
+    name = {"musicgen_melody": "MusicgenMelodyForConditionalGeneration", "musicgen": "MusicgenForConditionalGeneration"}
     with _quiet_transformers():
-        return HFModel.from_pretrained(folder, dtype=torch.float32).eval()
+        return getattr(transformers, name[model_type]).from_pretrained(folder, dtype=torch.float32).eval()
+
+
+def _hf_projected_text(hf, states, attention_mask):
+    """What plain MusicGen's HF forward hands the decoder's cross-attention (it does not return it): the T5 states
+    through ``enc_to_dec_proj`` when HF projects them (the widths differ), then times the attention mask."""
+    if (
+        hf.text_encoder.config.hidden_size != hf.decoder.config.hidden_size
+        and hf.decoder.config.cross_attention_hidden_size is None
+    ):
+        states = hf.enc_to_dec_proj(states)
+    return states * attention_mask[..., None]
 
 
 def hf_outputs(hf, inputs: Inputs, steps: int, guidance_scale: float) -> Outputs:
@@ -271,7 +292,9 @@ def hf_outputs(hf, inputs: Inputs, steps: int, guidance_scale: float) -> Outputs
     ``audio_encoder.decode`` (captured by wrapping it; stereo's left/right codebooks are interleaved back)."""
     import torch
 
-    t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in dataclasses.asdict(inputs).items() if k != "source"}
+    arrays = {k: v for k, v in dataclasses.asdict(inputs).items() if k != "source" and v is not None}
+    t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+    melody = "input_features" in t
     captured = []
     original = hf.audio_encoder.decode
 
@@ -282,12 +305,13 @@ def hf_outputs(hf, inputs: Inputs, steps: int, guidance_scale: float) -> Outputs
     with torch.no_grad(), _quiet_transformers():
         states = hf.text_encoder(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).last_hidden_state
         out = hf(**t)
+        prefix = out.encoder_hidden_states if melody else _hf_projected_text(hf, states, t["attention_mask"])
         hf.audio_encoder.decode = spy
         try:
             audio = hf.generate(
                 input_ids=t["input_ids"],
                 attention_mask=t["attention_mask"],
-                input_features=t["input_features"],
+                **({"input_features": t["input_features"]} if melody else {}),
                 do_sample=False,
                 guidance_scale=guidance_scale,
                 max_new_tokens=steps,
@@ -299,18 +323,14 @@ def hf_outputs(hf, inputs: Inputs, steps: int, guidance_scale: float) -> Outputs
         codes = np.stack([left, right], axis=2).reshape(left.shape[0], -1, left.shape[2])
     else:
         codes = captured[0]
-    return Outputs(
-        states.numpy(), out.encoder_hidden_states.numpy(), out.logits.numpy(), np.asarray(codes), audio.numpy()
-    )
+    return Outputs(states.numpy(), prefix.numpy(), out.logits.numpy(), np.asarray(codes), audio.numpy())
 
 
-def as_bfloat16(model: MusicgenMelodyForConditionalGeneration) -> MusicgenMelodyForConditionalGeneration:
+def as_bfloat16(model: ConditionalGeneration) -> ConditionalGeneration:
     """The same model with bfloat16 weights: ``from_pretrained(dtype=bfloat16)`` casts each float leaf from the file
     the same way (round to nearest even), so casting the float32 tree gives the identical model without a reload."""
     cast = lambda x: x.astype(jnp.bfloat16) if jnp.issubdtype(x.dtype, jnp.floating) else x  # noqa: E731
-    return MusicgenMelodyForConditionalGeneration(
-        model.config, jax.tree_util.tree_map(cast, model.params), model.generation_config
-    )
+    return type(model)(model.config, jax.tree_util.tree_map(cast, model.params), model.generation_config)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -350,11 +370,18 @@ def codes_row(check: str, ours, ref, min_agreement: float | None = 1.0) -> Row:
     return Row(check, "PASS" if ok else "FAIL", None, f"agree {agreement:.2%}", tolerance, note)
 
 
-def compare_hf(ours: Outputs, ref: Outputs, steps: int, tol: Tolerances) -> list[Row]:
+def conditioning_check(model_type: str) -> str:
+    """The name of the conditioning row: the melody prefix, or plain MusicGen's projected text states."""
+    return "f32 prefix (T5 + chroma) vs HF" if model_type == "musicgen_melody" else "f32 text states (projected) vs HF"
+
+
+def compare_hf(
+    ours: Outputs, ref: Outputs, steps: int, tol: Tolerances, model_type: str = "musicgen_melody"
+) -> list[Row]:
     """float32 rows: our outputs against HF's."""
     rows = [
         close_row("f32 T5 states vs HF", ours.states, ref.states, tol.float32),
-        close_row("f32 prefix (T5 + chroma) vs HF", ours.prefix, ref.prefix, tol.float32),
+        close_row(conditioning_check(model_type), ours.prefix, ref.prefix, tol.float32),
         close_row("f32 logits vs HF", ours.logits, ref.logits, tol.float32),
     ]
     codes = codes_row(f"f32 greedy codes vs HF ({steps} steps)", ours.codes, ref.codes)
@@ -387,10 +414,14 @@ def compare_bfloat16(bf16: Outputs, f32: Outputs, steps: int, tgt_len: int, tol:
     return rows
 
 
-def config_row(ours: MusicgenMelodyConfig, ref: MusicgenMelodyConfig) -> Row:
-    """Whether the HF checkpoint's config is the one we loaded; names the first field that differs."""
+def config_row(ours: AnyConfig, ref: AnyConfig) -> Row:
+    """Whether the HF checkpoint's config is the one we loaded; names the family (``model_type``) or else the first
+    field that differs."""
     if ours == ref:
         return Row("config vs HF", "PASS", tolerance="identical")
+    if ours.model_type != ref.model_type:
+        note = f"model_type: {ours.model_type!r} != {ref.model_type!r} (the HF reference is another MusicGen family)"
+        return Row("config vs HF", "FAIL", tolerance="identical", note=note)
     a, b = dataclasses.asdict(ours), dataclasses.asdict(ref)
     for part in a:
         if a[part] != b[part]:
@@ -406,9 +437,9 @@ def config_row(ours: MusicgenMelodyConfig, ref: MusicgenMelodyConfig) -> Row:
     return Row("config vs HF", "FAIL", tolerance="identical")
 
 
-def skipped_hf_rows(steps: int, reason: str) -> list[Row]:
+def skipped_hf_rows(steps: int, reason: str, model_type: str = "musicgen_melody") -> list[Row]:
     """The float32 rows, skipped for ``reason``."""
-    checks = ["f32 T5 states vs HF", "f32 prefix (T5 + chroma) vs HF", "f32 logits vs HF"]
+    checks = ["f32 T5 states vs HF", conditioning_check(model_type), "f32 logits vs HF"]
     checks += [f"f32 greedy codes vs HF ({steps} steps)", "f32 audio vs HF"]
     return [Row(check, "SKIP", note=reason) for check in checks]
 
@@ -458,7 +489,8 @@ def run(
     started = time.perf_counter()
     if not isinstance(steps, int) or steps <= 0:
         raise VerifyError(f"steps must be a positive integer, got {steps!r}")
-    ours = MusicgenMelodyForConditionalGeneration.from_pretrained(model, dtype=jnp.float32)
+    ours = MusicgenMelodyForConditionalGeneration.from_pretrained(model, dtype=jnp.float32)  # either family
+    family = ours.config.model_type
     dec = ours.config.decoder
     least = dec.num_codebooks // dec.audio_channels
     if steps < least:
@@ -472,26 +504,30 @@ def run(
     inputs = make_inputs(ours.config, load_tokenizer(checkpoint.resolve(ours.source_dir)))
     tgt_len = inputs.decoder_input_ids.shape[1]
 
-    header = [f"musicgen-jax verify: {model}", *environment(), f"matmul precision: {matmul_precision(ours.config)}"]
+    header = [
+        f"musicgen-jax verify: {model} (model_type {family})",
+        *environment(),
+        f"matmul precision: {matmul_precision(ours.config)}",
+    ]
     header.append(f"inputs: {inputs.source}; {steps} greedy steps, guidance_scale {guidance_scale:g}")
     f32 = jax_outputs(ours, inputs, steps, guidance_scale)
     rows: list[Row] = []
     if hf_folder is None:
         header.append(f"HF reference: skipped ({skip_reason})")
-        rows += skipped_hf_rows(steps, skip_reason)
+        rows += skipped_hf_rows(steps, skip_reason, family)
     else:
         import torch
         import transformers
 
         versions = f"transformers {transformers.__version__}, torch {torch.__version__}"
         header.append(f"HF reference: {hf_folder} ({versions}, CPU, float32)")
-        config = config_row(ours.config, MusicgenMelodyConfig.from_pretrained(hf_folder))
+        config = config_row(ours.config, config_from_pretrained(hf_folder))
         rows.append(config)
         if config.status == "PASS":
-            reference = hf_outputs(load_hf(hf_folder), inputs, steps, guidance_scale)  # the torch model is freed here
-            rows += compare_hf(f32, reference, steps, tolerances)
+            reference = hf_outputs(load_hf(hf_folder, family), inputs, steps, guidance_scale)  # then freed
+            rows += compare_hf(f32, reference, steps, tolerances, family)
         else:
-            rows += skipped_hf_rows(steps, "the configs differ")
+            rows += skipped_hf_rows(steps, "the configs differ", family)
     bf16 = jax_outputs(as_bfloat16(ours), inputs, steps, guidance_scale)
     rows += compare_bfloat16(bf16, f32, steps, tgt_len, tolerances)
     return Report(header, rows, time.perf_counter() - started)

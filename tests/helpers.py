@@ -156,3 +156,31 @@ def hf_generate(hf, **kwargs):
         left, right = captured
         return audio.numpy(), np.stack([left, right], axis=2).reshape(left.shape[0], -1, left.shape[2])
     return audio.numpy(), captured[0]
+
+
+def hf_musicgen_config(text=None, audio=None, decoder=None):
+    """A transformers (plain) ``MusicgenConfig`` from the tiny defaults, each part overridable by a dict."""
+    from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, T5Config
+
+    dec = {**TINY_DECODER, **(decoder or {})}
+    dec.setdefault("pad_token_id", dec["vocab_size"])
+    dec.setdefault("bos_token_id", dec["vocab_size"])
+    return MusicgenConfig(
+        text_encoder=T5Config(**{**TINY_T5, **(text or {})}).to_dict(),
+        audio_encoder=EncodecConfig(**{**TINY_ENCODEC, **(audio or {})}).to_dict(),
+        decoder=MusicgenDecoderConfig(**dec).to_dict(),
+    )
+
+
+def save_hf_musicgen(path, seed: int = 0, **config_parts):
+    """Builds a random HF (plain) ``MusicgenForConditionalGeneration``, saves it to ``path``; returns (path, model)."""
+    import torch
+    from transformers import MusicgenForConditionalGeneration
+
+    torch.manual_seed(seed)
+    model = MusicgenForConditionalGeneration(hf_musicgen_config(**config_parts)).eval()
+    with torch.no_grad():  # perturb every parameter so a swapped or ignored tensor shows
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model.save_pretrained(os.fspath(path))
+    return os.fspath(path), model

@@ -196,7 +196,7 @@ def _other_type(src, dst):
 
     shutil.copytree(src, dst)
     config = json.load(open(os.path.join(dst, "config.json")))
-    config["model_type"] = "musicgen"
+    config["model_type"] = "musicgen_unknown"
     json.dump(config, open(os.path.join(dst, "config.json"), "w"))
     return dst
 
@@ -207,7 +207,7 @@ def _other_type(src, dst):
         (lambda src, dst: str(dst / "missing"), "no such checkpoint directory"),
         (_corrupt_weights, "model.safetensors"),
         (_wrong_shape, "'decoder.model.decoder.layers.0.fc1.weight' has shape (3, 20), expected (20, 20)"),
-        (_other_type, "model_type is 'musicgen'"),
+        (_other_type, "model_type is 'musicgen_unknown'; musicgen-jax reads 'musicgen_melody' and 'musicgen'"),
     ],
     ids=["missing", "corrupt", "wrong-shape", "other-model-type"],
 )

@@ -49,7 +49,7 @@ def test_absent_fields_take_hf_defaults():
     for ours, theirs in ((cfg.decoder, HFDecoder()), (cfg.text_encoder, HFT5()), (cfg.audio_encoder, HFEncodec())):
         for field in dataclasses.fields(ours):
             if field.name in RUNTIME_FIELDS:  # our runtime choices (matmul_precision), not HF config fields
-                assert getattr(ours, field.name) is None and not hasattr(theirs, field.name), field.name
+                assert getattr(ours, field.name) in (None, False) and not hasattr(theirs, field.name), field.name
                 continue
             want = getattr(theirs, field.name)
             want = tuple(want) if isinstance(want, list) else want

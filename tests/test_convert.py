@@ -181,9 +181,14 @@ def test_no_weights_is_a_clear_error(tmp_path):
 
 def test_other_model_type_is_refused_on_load(tiny, tmp_path):
     cfg = json.load(open(os.path.join(tiny[0], "config.json")))
+    cfg["model_type"] = "musicgen_other"
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="model_type is 'musicgen_other'; musicgen-jax reads 'musicgen_melody' and"):
+        MusicgenMelodyForConditionalGeneration.from_pretrained(tmp_path)
+    # a melody config relabelled as plain MusicGen: its melody fields are unknown to that family, and named
     cfg["model_type"] = "musicgen"
     (tmp_path / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ConfigError, match="expected 'musicgen_melody'"):
+    with pytest.raises(ConfigError, match="unknown config field 'chroma_length'"):
         MusicgenMelodyForConditionalGeneration.from_pretrained(tmp_path)
 
 

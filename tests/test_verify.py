@@ -1,4 +1,5 @@
-"""`musicgen-jax verify` on tiny random HF checkpoints: passes on good weights, names the failing check on bad ones."""
+"""`musicgen-jax verify` on tiny random HF checkpoints of both families (MusicGen Melody, plain MusicGen): passes on
+good weights, names the failing check on bad ones, fails the config row against the other family."""
 
 import os
 import subprocess
@@ -7,14 +8,16 @@ import sys
 import numpy as np
 import pytest
 
-from musicgen_jax import MusicgenMelodyForConditionalGeneration, verify
+from musicgen_jax import MusicgenForConditionalGeneration, MusicgenMelodyForConditionalGeneration, verify
 from musicgen_jax.cli import main
-from tests.helpers import save_hf_melody, save_hf_melody_with_processor
+from tests.helpers import save_hf_melody, save_hf_melody_with_processor, save_hf_musicgen
 
 # 6 greedy steps (2 frames past the 4-codebook delay) under guidance; the same flags everywhere, so each jitted
 # program compiles once for the module and the subprocess finds it in the session's compilation cache.
 FLAGS = ["--steps", "6", "--guidance-scale", "3"]
 HF_CHECKS = ["f32 T5 states vs HF", "f32 prefix (T5 + chroma) vs HF", "f32 logits vs HF", "f32 greedy codes vs HF"]
+PLAIN_CHECKS = ["f32 T5 states vs HF", "f32 text states (projected) vs HF", "f32 logits vs HF", "f32 audio vs HF"]
+PLAIN = {"decoder": {"hidden_size": 20, "num_attention_heads": 4}}  # decoder 20 != T5 16: enc_to_dec_proj exists
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +29,18 @@ def hf_dir(tmp_path_factory):
 def converted(hf_dir, tmp_path_factory):
     dst = tmp_path_factory.mktemp("converted") / "model"
     MusicgenMelodyForConditionalGeneration.from_pretrained(hf_dir).save_pretrained(dst)
+    return str(dst)
+
+
+@pytest.fixture(scope="module")
+def plain_hf_dir(tmp_path_factory):
+    return save_hf_musicgen(tmp_path_factory.mktemp("plain"), **PLAIN)[0]  # no tokenizer: synthetic token ids
+
+
+@pytest.fixture(scope="module")
+def plain_converted(plain_hf_dir, tmp_path_factory):
+    dst = tmp_path_factory.mktemp("plain_converted") / "model"
+    MusicgenForConditionalGeneration.from_pretrained(plain_hf_dir).save_pretrained(dst)
     return str(dst)
 
 
@@ -65,6 +80,7 @@ def test_passes_on_an_hf_checkpoint(hf_dir, capsys):
     assert len(rows) == 9 and all(status == "PASS" for status, _ in rows.values()), out
     for check in HF_CHECKS:
         assert any(name.startswith(check) for name in rows), check
+    assert f"musicgen-jax verify: {hf_dir} (model_type musicgen_melody)" in out.splitlines()[0]
     assert "backend cpu" in out and "x cpu" in out and "matmul precision: float32 weights HIGHEST" in out
     assert "through the checkpoint's tokenizer" in out and "guidance_scale 3" in out
     assert "9 passed, 0 failed, 0 skipped" in out
@@ -170,3 +186,62 @@ def test_rows_fail_on_non_finite_and_name_the_first_differing_code():
 def test_importing_verify_imports_no_torch():
     code = "import sys, musicgen_jax.verify, musicgen_jax.cli; assert not {'torch', 'transformers'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Plain MusicGen (text through cross-attention, no melody)
+
+
+def test_plain_musicgen_passes_on_an_hf_checkpoint(plain_hf_dir, capsys):
+    code, out, err = _verify(capsys, "--model", plain_hf_dir, *FLAGS)
+    assert code == 0, out + err
+    rows = _rows(out)
+    assert len(rows) == 9 and all(status == "PASS" for status, _ in rows.values()), out
+    for check in PLAIN_CHECKS:
+        assert check in rows, check
+    assert not any("prefix" in name for name in rows)
+    assert out.splitlines()[0] == f"musicgen-jax verify: {plain_hf_dir} (model_type musicgen)"
+    inputs = next(line for line in out.splitlines() if line.startswith("inputs:"))
+    assert "synthetic token ids" in inputs and "chroma" not in inputs, inputs
+
+
+def test_plain_converted_directory_against_its_hf_original(plain_converted, plain_hf_dir, capsys):
+    code, out, err = _verify(capsys, "--model", plain_converted, "--hf", plain_hf_dir, *FLAGS)
+    assert code == 0, out + err
+    rows = _rows(out)
+    assert len(rows) == 9 and all(status == "PASS" for status, _ in rows.values()), out
+
+
+def test_plain_perturbed_text_projection_fails_the_projected_states(plain_converted, plain_hf_dir, tmp_path, capsys):
+    model = MusicgenForConditionalGeneration.from_pretrained(plain_converted)
+    model.params["text_proj"]["kernel"] = model.params["text_proj"]["kernel"].at[0, 0].add(0.5)
+    model.save_pretrained(tmp_path / "bad")
+    code, out, _ = _verify(capsys, "--model", str(tmp_path / "bad"), "--hf", plain_hf_dir, *FLAGS)
+    assert code == 1
+    rows = _rows(out)
+    assert rows["f32 T5 states vs HF"][0] == "PASS"
+    assert rows["f32 text states (projected) vs HF"][0] == "FAIL" and rows["f32 logits vs HF"][0] == "FAIL"
+
+
+def test_plain_against_another_random_plain_checkpoint_fails(plain_hf_dir, tmp_path, capsys):
+    other, _ = save_hf_musicgen(tmp_path / "other", seed=1, **PLAIN)
+    code, out, _ = _verify(capsys, "--model", plain_hf_dir, "--hf", other, *FLAGS)
+    assert code == verify.EXIT_MISMATCH == 1
+    rows = _rows(out)
+    assert rows["config vs HF"][0] == "PASS"
+    for check in PLAIN_CHECKS[:3]:
+        assert rows[check][0] == "FAIL", check
+    assert "FAILED (" in out.splitlines()[-1]
+
+
+def test_plain_against_a_melody_reference_fails_the_config_row(plain_hf_dir, hf_dir, capsys):
+    # the family mismatch is a mismatch (FAIL row, exit 1), not bad input: the HF rows are skipped, bf16 rows run
+    code, out, _ = _verify(capsys, "--model", plain_hf_dir, "--hf", hf_dir, *FLAGS)
+    assert code == 1
+    rows = _rows(out)
+    status, line = rows["config vs HF"]
+    assert status == "FAIL" and "model_type: 'musicgen' != 'musicgen_melody'" in line, line
+    hf_rows = [row for name, row in rows.items() if name.startswith("f32")]
+    assert len(hf_rows) == 5 and all(s == "SKIP" and "the configs differ" in line for s, line in hf_rows)
+    assert all(rows[name][0] == "PASS" for name in rows if name.startswith("bf16"))
+    assert out.splitlines()[-1].startswith("FAILED (config vs HF)")
