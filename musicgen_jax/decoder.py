@@ -225,13 +225,19 @@ class CrossAttention(nn.Module):
             kv_GBNWH = einsum("BWD,DGNH->GBNWH", encoder_BWD.astype(x_BTD.dtype), kv_proj, matmul_precision=prec)
             kv = (kv_GBNWH[0], kv_GBNWH[1])
         k_BNWH, v_BNWH = kv
-        q_BNTH = einsum("BTD,DNH->BNTH", x_BTD, q, matmul_precision=prec)
+        B, T = x_BTD.shape[:2]
+        # The query and output projections read their kernels as the (D, N*H) / (N*H, D) matrices they are in
+        # memory, activations on the left: written as "BTD,DNH->BNTH" XLA:CPU copied each kernel on every decode
+        # step (benchmarks/NOTES.md). Only the tiny activations are transposed.
+        q_BTNH = matmul(x_BTD, q.reshape(D, N * H), matmul_precision=prec).reshape(B, T, N, H)
+        q_BNTH = q_BTNH.transpose(0, 2, 1, 3)
         scores_BNTW = einsum("BNTH,BNWH->BNTW", q_BNTH, k_BNWH, matmul_precision=prec, out_dtype=jnp.float32)
         scores_BNTW = jnp.where(mask_BW[:, None, None, :], scores_BNTW * (H**-0.5), jnp.finfo(jnp.float32).min)
         probs_BNTW = jax.nn.softmax(scores_BNTW, axis=-1).astype(x_BTD.dtype)
         probs_BNTW = nn.Dropout(cfg.attention_dropout)(probs_BNTW, deterministic=self.deterministic)
         attn_BNTH = einsum("BNTW,BNWH->BNTH", probs_BNTW, v_BNWH, matmul_precision=prec)
-        return einsum("BNTH,NHD->BTD", attn_BNTH, out, matmul_precision=prec), kv
+        attn = attn_BNTH.transpose(0, 2, 1, 3).reshape(B, T, N * H)  # (B, T, N*H)
+        return matmul(attn, out.reshape(N * H, D), matmul_precision=prec), kv
 
 
 class MLP(nn.Module):

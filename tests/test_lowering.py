@@ -230,3 +230,43 @@ def test_decoder_layout_by_backend(tmp_path):
     )
     print(f"\n[lowering] scanned vs unrolled: greedy codes identical, logits max diff {diff:.1e}")
     assert diff <= 1e-6
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_plain_musicgen_programs_lower_with_the_policy(platform, dtype):
+    """Plain MusicGen (cross-attention to the text): its decode loop (the text keys/values computed at the prefill,
+    read from the cache by every step) and forward pass, lowered for the accelerators."""
+    from musicgen_jax.config import MusicgenConfig
+    from musicgen_jax.decoder import Conditions
+
+    melody = tiny_config()
+    config = MusicgenConfig(
+        text_encoder=melody.text_encoder, audio_encoder=melody.audio_encoder, decoder=melody.decoder
+    )
+    params = _cast(abstract(parameters.abstract(config)), dtype)
+    params = {**params, "decoder": jax.eval_shape(decoder_module.unstack_layers, dict(params["decoder"]))}
+    (dec_params, _, fixed, pattern, key, knobs), static = _decode_args(config, params)
+    D, B, W = config.decoder.hidden_size, 2, 5
+    conditions = Conditions(
+        cross_BWD=jax.ShapeDtypeStruct((2 * B, W, D), dtype), cross_mask_BW=jax.ShapeDtypeStruct((2 * B, W), jnp.int32)
+    )
+    text = jax.ShapeDtypeStruct((B, W, config.text_encoder.d_model), dtype)
+    mask = jax.ShapeDtypeStruct((B, W), jnp.int32)
+    codes = jax.ShapeDtypeStruct((B, config.decoder.num_codebooks, 6), jnp.int32)
+    weights = "f32" if dtype == jnp.float32 else "bf16"
+    for name, fn, args in (
+        (
+            "plain decode loop",
+            lambda *a: sampling.decode(*a, **static),
+            (dec_params, conditions, fixed, pattern, key, knobs),
+        ),
+        (
+            "plain forward",
+            lambda p, i, t, m: core.forward(p, config, i, text_BWE=t, text_mask_BW=m)[0],
+            (params, codes, text, mask),
+        ),
+    ):
+        ops = contractions(lowered(fn, *args, platform=platform))
+        _check_policy(ops, name, weights)
+    print(f"[lowering] {platform} plain MusicGen {weights}: decode loop and forward, policy holds")

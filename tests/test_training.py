@@ -474,3 +474,30 @@ def test_finetune_bad_value_is_one_line_before_any_work(tmp_path, capsys, flags,
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err == f"musicgen-jax: error: {message}\n" and not os.path.exists(tmp_path / "out"), err
+
+
+def test_finetune_runs_on_the_plain_family(tmp_path, capsys):
+    """Plain MusicGen (text through cross-attention): the same command trains it, with no chroma computed."""
+    from musicgen_jax import MusicgenForConditionalGeneration, cli
+    from tests.helpers import save_hf_musicgen
+
+    path, _ = save_hf_musicgen(tmp_path / "plain")
+    save_tiny_tokenizer(path)
+    data = _write_data(tmp_path / "data")
+    out = tmp_path / "out"
+    argv = ["finetune", "--model", path, "--data", str(data), "--out", str(out), "--duration", "0.04"]
+    argv += ["--steps", "20", "--batch-size", "3", "--lr", "1e-2", "--log-every", "5", "--save-every", "20"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "3 encoded now" in printed and "chroma" not in printed
+    assert not [n for n in os.listdir(out / "cache") if n.endswith(".chroma.npy")]
+    records = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    first, last = records[0]["loss"], records[-1]["loss"]
+    with capsys.disabled():
+        print(f"\n[finetune] plain MusicGen: loss {first:.3f} -> {last:.3f} over 20 steps")
+    assert last < 0.8 * first
+    trained = training.restore_params(out / "checkpoints")
+    base = MusicgenForConditionalGeneration.from_pretrained(path, scan_layers=True)
+    assert not np.array_equal(
+        trained["decoder"]["layers"]["cross_attn"]["kv"], base.params["decoder"]["layers"]["cross_attn"]["kv"]
+    )

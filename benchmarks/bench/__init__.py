@@ -6,9 +6,11 @@ From the repository root::
     python benchmarks/bench.py ...          # the same command, through a 3-line shim
 
 builds (once, cached) a random-weight HF ``MusicgenMelodyForConditionalGeneration`` checkpoint of real shapes with
-``save_pretrained``, loads it into HF (eval) and into musicgen-jax, in ``--dtype`` (float32 by default), on
-``--device`` (``cpu``; ``gpu``: HF on CUDA, JAX on its GPU backend; ``tpu``: JAX alone), and times, interleaved
-(HF then JAX, ``--repeats`` times; medians reported, warm-up reported separately):
+``save_pretrained`` (``--config musicgen-small`` / ``musicgen-tiny``: plain MusicGen, HF
+``MusicgenForConditionalGeneration``), loads it into HF (eval) and into musicgen-jax (the same family's class), in
+``--dtype`` (float32 by default), on ``--device`` (``cpu``; ``gpu``: HF on CUDA, JAX on its GPU backend; ``tpu``:
+JAX alone), and times, interleaved (HF then JAX, ``--repeats`` times; medians reported, warm-up reported
+separately):
 
   * ``generate`` end to end (text -> audio: T5, CFG sampling loop, EnCodec), plus JAX's first (compiling) call;
   * the decode loop alone (JAX: the prefill and decode seconds of ``generate``'s own ``stats``; HF: ``generate``

@@ -1,7 +1,8 @@
 """The JAX decode step taken apart, and its hardware floor.
 
 From ``generate``'s own stats (median over the repeats): the prefill and the scan step ``decode_seconds /
-(steps - 1)``. Jitted here on their own, with public pieces of the library: one cached ``Decoder`` forward step,
+(steps - 1)``. Jitted here on their own, with public pieces of the library (on the ``Conditions`` generate builds:
+MusicGen Melody's prefix, or plain MusicGen's cross-attention text states): one cached ``Decoder`` forward step,
 the sampling head (``sampling.guide`` + ``sampling.choose``), and the GEMV line: plain GEMVs over the same weight
 matrices, unstacked (what one step must at least read). The floor: ``max(bytes / read bandwidth, FLOPs / matmul
 throughput)`` for the bytes and FLOPs one step must move and do.
@@ -18,30 +19,35 @@ from benchmarks.bench.probes import median, time_call
 from benchmarks.bench.specs import GUIDANCE, TOP_K
 
 
-def generation_prefix(model, ids, mask):
-    """The conditioning prefix ``(2B, P, D)`` generate builds for this text (CFG, no melody)."""
+def generation_conditions(model, ids, mask):
+    """The :class:`~musicgen_jax.decoder.Conditions` generate builds for this text (CFG, no melody): MusicGen Melody's
+    conditioning prefix ``(2B, P, D)``, or plain MusicGen's cross-attention text states ``(2B, W, D)`` and mask."""
     import jax.numpy as jnp
 
     from musicgen_jax import core
 
     text = model.encode_text(ids, mask)
-    return core.generation_prefix_jit(model.params, model.config, text, jnp.asarray(mask), None, True)
+    return core.generation_conditions_jit(model.params, model.config, text, jnp.asarray(mask), None, True)
 
 
-def shared_uncond(model, prefix, batch: int, total: int) -> bool:
+def shared_uncond(model, conditions, batch: int, total: int) -> bool:
     """Whether generate's prefill runs one shared unconditional row (as it decides on one device)."""
     from musicgen_jax import sampling
 
     dec = model.config.decoder
     prompt = np.full((batch, dec.num_codebooks, 1), dec.bos_token_id, np.int64)
     fixed, _ = sampling.build_delay_pattern(prompt, dec.pad_token_id, total, dec.audio_channels)
-    return sampling.uncond_rows_shared(prefix, fixed)
+    return sampling.uncond_rows_shared(conditions, fixed)
 
 
-def time_forward_step(model, rows: int, capacity: int, index: int, n: int):
+def time_forward_step(model, rows: int, capacity: int, index: int, n: int, conditions=None):
     """Seconds of ``n`` cached one-position ``Decoder`` passes of ``rows`` rows (BOS ids) at cache positions
     ``index + 1``, ``index + 2``, ... (after one compiling call at ``index``); returns (times, last logits, bytes
-    of the preallocated cache). The cache holds zeros: attention reads its whole capacity either way."""
+    of the preallocated cache). The cache holds zeros: attention reads its whole capacity either way.
+
+    Plain MusicGen (``conditions`` with cross-attention states): one first pass at position 0 stores the text's
+    cross-attention keys and values (and mask) in the cache, as generate's prefill does; the timed steps read them
+    from there. The bytes then include them."""
     import jax
     import jax.numpy as jnp
 
@@ -51,6 +57,17 @@ def time_forward_step(model, rows: int, capacity: int, index: int, n: int):
     decoder = Decoder(dec, scan_layers=is_scanned(params))
     dtype = jax.tree_util.tree_leaves(params)[0].dtype
     cache = KVCache.zeros(dec, rows, capacity, dtype, scanned=is_scanned(params))
+    ids = jnp.full((rows, dec.num_codebooks, 1), dec.bos_token_id, jnp.int32)
+    if conditions is not None and conditions.cross_BWD is not None:
+
+        @functools.partial(jax.jit, donate_argnums=(2,))
+        def fill(params, ids, cache, text, text_mask):
+            _, cache = decoder.apply(
+                {"params": params}, ids, None, cache=cache, cache_index=0, encoder_BWD=text, encoder_mask_BW=text_mask
+            )
+            return cache
+
+        cache = jax.block_until_ready(fill(params, ids, cache, conditions.cross_BWD, conditions.cross_mask_BW))
     cache_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(cache))
 
     @functools.partial(jax.jit, donate_argnums=(2,))
@@ -58,7 +75,6 @@ def time_forward_step(model, rows: int, capacity: int, index: int, n: int):
         logits, cache = decoder.apply({"params": params}, ids, None, cache=cache, cache_index=index)
         return logits[:, :, -1].astype(jnp.float32), cache
 
-    ids = jnp.full((rows, dec.num_codebooks, 1), dec.bos_token_id, jnp.int32)
     logits, cache = jax.block_until_ready(forward(params, ids, cache, index))  # compile
     times = []
     for i in range(n):
@@ -89,8 +105,9 @@ def time_sampling_head(logits, num_codebooks: int, n: int) -> list[float]:
 
 
 def time_layer_gemvs(model, rows: int, n: int) -> tuple[list[float], int]:
-    """Seconds of ``n`` rounds of plain GEMVs ``x (rows, D) @ W`` over every layer matrix (QKV, out, up, down), each
-    its own buffer in its natural layout; and the bytes of those matrices."""
+    """Seconds of ``n`` rounds of plain GEMVs ``x (rows, D) @ W`` over every layer matrix a step reads (QKV, out, up,
+    down; plain MusicGen also the cross-attention's query and out, not its key/value projection, which only the
+    prefill runs), each its own buffer in its natural layout; and the bytes of those matrices."""
     import jax
     import jax.numpy as jnp
 
@@ -101,7 +118,10 @@ def time_layer_gemvs(model, rows: int, n: int) -> tuple[list[float], int]:
     D, mats = dec.hidden_size, []
     for i in range(dec.num_hidden_layers):
         layer = layers[f"layers_{i}"]
-        for w in (layer["attn"]["qkv"], layer["attn"]["out"], layer["mlp"]["up"], layer["mlp"]["down"]):
+        step_mats = [layer["attn"]["qkv"], layer["attn"]["out"], layer["mlp"]["up"], layer["mlp"]["down"]]
+        if "cross_attn" in layer:
+            step_mats[2:2] = [layer["cross_attn"]["q"], layer["cross_attn"]["out"]]
+        for w in step_mats:
             mats.append(jnp.array(w).reshape(D, -1) if w.shape[0] == D else jnp.array(w).reshape(-1, D))
     x = jnp.ones((rows, max(m.shape[0] for m in mats)), mats[0].dtype)
     gemvs = jax.jit(lambda x, mats: sum(jnp.sum(x[:, : w.shape[0]] @ w) for w in mats))
@@ -110,44 +130,68 @@ def time_layer_gemvs(model, rows: int, n: int) -> tuple[list[float], int]:
     return times, sum(m.nbytes for m in mats)
 
 
-def step_work(model, rows: int, prefix_len: int, prompt_len: int, total: int) -> dict:
-    """What one step must do: read every decoder weight once (the embedding only for the K rows it looks up) and the
-    keys/values of the positions filled so far (on average the prefix + half the generated steps); FLOPs: 2 per
-    weight per row for the matmuls, plus the attention over those positions."""
+def prefill_only_bytes(model) -> int:
+    """Bytes of the decoder weights no decode step reads: plain MusicGen's cross-attention key/value projections
+    (the text's keys and values are computed once, at the prefill, and read from the cache); 0 for melody."""
+    import jax
+
+    from musicgen_jax.decoder import is_scanned
+
+    params = model.params["decoder"]
+    layers = [params["layers"]] if is_scanned(params) else [v for k, v in params.items() if k.startswith("layers_")]
+    kv = [layer["cross_attn"]["kv"] for layer in layers if "cross_attn" in layer]
+    return sum(x.nbytes for x in jax.tree_util.tree_leaves(kv))
+
+
+def step_work(model, rows: int, prefix_len: int, prompt_len: int, total: int, cross_len: int = 0) -> dict:
+    """What one step must do: read every decoder weight once (the embedding only for the K rows it looks up; plain
+    MusicGen: not the cross-attention key/value projections) and the keys/values of the positions filled so far (on
+    average the prefix + half the generated steps; plain MusicGen: plus the ``cross_len`` text positions' cached
+    cross-attention keys/values); FLOPs: 2 per weight per row for the matmuls, plus the attention over those
+    positions."""
     import jax
 
     dec, params = model.config.decoder, model.params["decoder"]
     weight_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(params))
     embed = params["embed"]
     itemsize = np.dtype(embed.dtype).itemsize
-    read_bytes = weight_bytes - embed.nbytes + dec.num_codebooks * embed.shape[-1] * itemsize
+    unread = prefill_only_bytes(model) if cross_len else 0
+    read_bytes = weight_bytes - embed.nbytes - unread + dec.num_codebooks * embed.shape[-1] * itemsize
     mean_filled = prefix_len + prompt_len + (total - prompt_len) / 2
-    kv_needed = 2 * dec.num_hidden_layers * rows * mean_filled * dec.hidden_size * itemsize
-    matmul_params = (weight_bytes - embed.nbytes) / itemsize
-    flops = 2 * rows * matmul_params + 4 * rows * dec.num_hidden_layers * mean_filled * dec.hidden_size
-    return {
+    attended = mean_filled + cross_len  # self-attention keys, then (plain MusicGen) the text's
+    kv_needed = 2 * dec.num_hidden_layers * rows * attended * dec.hidden_size * itemsize
+    matmul_params = (weight_bytes - embed.nbytes - unread) / itemsize
+    flops = 2 * rows * matmul_params + 4 * rows * dec.num_hidden_layers * attended * dec.hidden_size
+    out = {
         "decoder_weight_bytes": weight_bytes,
         "step_read_bytes": read_bytes + kv_needed,
         "step_kv_needed_bytes": kv_needed,
         "step_flops": flops,
     }
+    if cross_len:
+        out["prefill_only_weight_bytes"] = unread
+    return out
 
 
-def decode_step_breakdown(model, prefix, batch: int, steps: int, jax_rows: list[dict], n: int = 8) -> dict:
-    """The breakdown of one decode step of a generate of ``steps`` new tokens (``jax_rows``: its timed repeats)."""
+def decode_step_breakdown(model, conditions, batch: int, steps: int, jax_rows: list[dict], n: int = 8) -> dict:
+    """The breakdown of one decode step of a generate of ``steps`` new tokens (``jax_rows``: its timed repeats), on
+    ``conditions`` as :func:`generation_conditions` gives them (a melody prefix array is accepted too)."""
+    from musicgen_jax import sampling
     from musicgen_jax.decoder import is_scanned
 
-    rows, P = prefix.shape[0], prefix.shape[1]
+    conditions = sampling.as_conditions(conditions)
+    rows, P = conditions.rows, conditions.prefix_length
+    W = 0 if conditions.cross_BWD is None else conditions.cross_BWD.shape[1]  # plain MusicGen's text positions
     S, total = 1, steps + 1  # BOS, then the generated positions
     prefill_s = median([r["prefill"] for r in jax_rows])
     scan_step_s = median([r["scan"] / max(steps - 1, 1) for r in jax_rows])
-    forward_times, logits, kv_bytes = time_forward_step(model, rows, P + total, P + S, n)
+    forward_times, logits, kv_bytes = time_forward_step(model, rows, P + total, P + S, n, conditions)
     head_times = time_sampling_head(logits, model.config.decoder.num_codebooks, n)
     gemv_times, mat_bytes = time_layer_gemvs(model, rows, n)
-    work = step_work(model, rows, P, S, total)
-    moved = work["decoder_weight_bytes"] + kv_bytes
+    work = step_work(model, rows, P, S, total, W)
+    moved = work["decoder_weight_bytes"] - work.get("prefill_only_weight_bytes", 0) + kv_bytes
     forward_s, gemv_s = median(forward_times), median(gemv_times)
-    return {
+    out = {
         "prefill_s": prefill_s,
         "scan_step_s": scan_step_s,
         "forward_step_s": forward_s,
@@ -159,7 +203,7 @@ def decode_step_breakdown(model, prefix, batch: int, steps: int, jax_rows: list[
         "layer_matrix_bytes": mat_bytes,
         "kv_cache_bytes": kv_bytes,
         "prefix_len": P,
-        "prefill_shared_uncond": shared_uncond(model, prefix, batch, total),
+        "prefill_shared_uncond": shared_uncond(model, conditions, batch, total),
         "cache_capacity": P + total,
         "rows": rows,
         "scan_step_effective_GBps": moved / scan_step_s / 1e9,
@@ -167,6 +211,9 @@ def decode_step_breakdown(model, prefix, batch: int, steps: int, jax_rows: list[
         "forward_step_effective_GBps": moved / forward_s / 1e9,
         **work,
     }
+    if W:
+        out["cross_attention_text_len"] = W
+    return out
 
 
 def hardware_floor(breakdown: dict, bandwidth: dict, matmul: dict) -> dict:

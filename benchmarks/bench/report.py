@@ -358,11 +358,12 @@ def device_memory_rows(res: dict, dm: dict, weights: str) -> list[str]:
 def notes(res: dict) -> list[str]:
     jf, bd, fl, sf = res["first_calls"]["jax_generate"], res["jax_step_breakdown"], res["floor"], step_fmt(res)
     shared = "; one shared unconditional row" if bd.get("prefill_shared_uncond") else ""
+    text_kv = " and of the text (cross-attention)" if bd.get("cross_attention_text_len") else ""
     m = res["matmul"]
     if res["target"]["accelerator"]:
         floor = (
             f"- HBM weight-read floor of one step: it must read {fmt_gb(bd['step_read_bytes'])} (decoder weights + the "
-            f"KV cache of the filled positions, {fmt_gb(bd['step_kv_needed_bytes'])} on average) at "
+            f"KV cache of the filled positions{text_kv}, {fmt_gb(bd['step_kv_needed_bytes'])} on average) at "
             f"{fl['read_bandwidth_GBps']:.0f} GB/s (the device's read bandwidth, below) = "
             f"{fmt_fine(fl['bytes_floor_s'])}; "
             f"the scan step is {bd['scan_step_s'] / fl['bytes_floor_s']:.2f}x that. Compute: "
@@ -372,7 +373,7 @@ def notes(res: dict) -> list[str]:
     else:
         floor = (
             f"- Hardware floor of one step: it must read {fmt_gb(bd['step_read_bytes'])} (weights + the KV cache of "
-            f"the filled positions, {fmt_gb(bd['step_kv_needed_bytes'])} on average) at "
+            f"the filled positions{text_kv}, {fmt_gb(bd['step_kv_needed_bytes'])} on average) at "
             f"{fl['read_bandwidth_GBps']:.1f} GB/s = {fmt_s(fl['bytes_floor_s'])}, and do "
             f"{bd['step_flops'] / 1e9:.2f} GFLOP at {fl['matmul_GFLOPs']:.0f} GFLOP/s (JAX {m['n']}^3 matmul) = "
             f"{fmt_s(fl['flops_floor_s'])}; the floor is the larger."
@@ -381,8 +382,8 @@ def notes(res: dict) -> list[str]:
         f"- JAX first generate {fmt_s(jf['total'])} = T5 {fmt_s(jf['t5'])} + decode loop {fmt_s(jf['decode'])} + "
         f"EnCodec {fmt_s(jf['encodec'])} + compile {fmt_s(jf['compile'])} + other {fmt_s(jf['other'])} "
         f"(generate's stats: each part without its compilation, which is counted apart).",
-        f"- JAX decode step (from generate's stats): prefill {fmt_s(bd['prefill_s'])} ({bd['prefix_len']} prefix "
-        f"positions + BOS, {bd['rows']} rows{shared}); scan step decode / (steps - 1) = {sf(bd['scan_step_s'])}; "
+        f"- JAX decode step (from generate's stats): prefill {fmt_s(bd['prefill_s'])} ({prefill_what(bd)}, "
+        f"{bd['rows']} rows{shared}); scan step decode / (steps - 1) = {sf(bd['scan_step_s'])}; "
         f"jitted alone: one cached forward step {sf(bd['forward_step_s'])}, sampling head (CFG + top-k + draw) "
         f"{sf(bd['sampling_head_s'])}. Decoder layout: {bd['layout']}.",
         floor,
@@ -390,6 +391,27 @@ def notes(res: dict) -> list[str]:
         *bandwidth_notes(res),
         *machine_notes(res),
     ]
+
+
+def prefill_what(bd: dict) -> str:
+    """What the prefill runs: melody's prefix positions + BOS; plain MusicGen's BOS with the text's cross-attention
+    keys and values (computed once there, then carried in the KV cache)."""
+    text = bd.get("cross_attention_text_len")
+    if text is None:
+        return f"{bd['prefix_len']} prefix positions + BOS"
+    return f"BOS + the cross-attention keys/values of {text} text positions, kept in the KV cache"
+
+
+def moved_weights(bd: dict) -> str:
+    """The decoder weights a scan step reads (plain MusicGen: without the prefill-only cross-attention K/V
+    projections)."""
+    unread = bd.get("prefill_only_weight_bytes")
+    if unread is None:
+        return fmt_gb(bd["decoder_weight_bytes"])
+    return (
+        f"{fmt_gb(bd['decoder_weight_bytes'] - unread)} (not the cross-attention K/V projections, "
+        f"{fmt_gb(unread)}, run at the prefill only)"
+    )
 
 
 def greedy_notes(res: dict) -> list[str]:
@@ -419,7 +441,7 @@ def bandwidth_notes(res: dict) -> list[str]:
     return [
         f"- Floor: plain GEMVs ({bd['rows']} rows) over the same layer matrices ({fmt_gb(bd['layer_matrix_bytes'])}, "
         f"unstacked) take {fmt_s(bd['gemv_floor_s'])} ({bd['gemv_floor_GBps']:.1f} GB/s); the scan step moves "
-        f"weights {fmt_gb(bd['decoder_weight_bytes'])} + KV cache {fmt_gb(bd['kv_cache_bytes'])} (capacity "
+        f"weights {moved_weights(bd)} + KV cache {fmt_gb(bd['kv_cache_bytes'])} (capacity "
         f"{bd['cache_capacity']}) at an effective {bd['scan_step_effective_GBps']:.1f} GB/s. {where}: {torch_copy}"
         f"JAX sum {bw['jax_sum_read_GBps']:.1f} GB/s (read), JAX "
         f"one-row GEMV {bw['jax_gemv_read_GBps']:.1f} GB/s (read), JAX in-place scale "

@@ -31,7 +31,7 @@ class Bench:
 
     def __init__(self, args, target: Target, numerics: dict):
         self.args, self.steps, self.batch, self.target = args, args.steps, args.batch, target
-        self.hf = None
+        self.hf, self.spec = None, specs.CONFIGS[args.config]
         self.result: dict = {
             "config": args.config,
             "spec": specs.CONFIGS[args.config],
@@ -90,7 +90,7 @@ class Bench:
         self.warm_steps = min(self.steps, 8)
         self.hf_first, self.hf_attn, self.hf_load_s = None, None, None
         if self.target.runs_hf:
-            self.hf = HFSide(path, self.steps, self.args.inner, self.target)
+            self.hf = HFSide(path, self.steps, self.args.inner, self.target, self.spec)
             self.hf_load_s = self.hf.load_s
             self.hf_attn = getattr(self.hf.model.config, "_attn_implementation", None)
             self.hf.set_inputs(ids, mask)
@@ -98,7 +98,7 @@ class Bench:
                 self.hf_first = self.hf.generate(0, self.warm_steps)
         self.rss_hf = mem.rss()
         self.hf_dev_after_load = probes.torch_device_memory(self.target.torch_device)
-        self.ours = JaxSide(self.jax_path, self.steps, self.args.inner, self.target)
+        self.ours = JaxSide(self.jax_path, self.steps, self.args.inner, self.target, self.spec)
         self.ours.set_inputs(ids, mask)
         with mem.phase("jax_generate_first"):
             self.jax_first, out = self.ours.generate(0)
@@ -215,10 +215,13 @@ class Bench:
             self.hf = None
 
     def finish(self):
-        """The JAX decode step taken apart on the prefix generate builds; then the host probes again."""
+        """The JAX decode step taken apart on the conditions generate builds (melody: the prefix; plain MusicGen: the
+        cross-attention text states); then the host probes again."""
         model = self.ours.model
-        prefix = breakdown.generation_prefix(model, self.ours.ids, self.ours.mask)
-        self.breakdown = breakdown.decode_step_breakdown(model, prefix, self.batch, self.steps, self.rows["jax_gen"])
+        conditions = breakdown.generation_conditions(model, self.ours.ids, self.ours.mask)
+        self.breakdown = breakdown.decode_step_breakdown(
+            model, conditions, self.batch, self.steps, self.rows["jax_gen"]
+        )
         self.breakdown["prefill_first_call_s"] = self.jax_first["prefill"]
         self.bw = probes.combine_bandwidth(self.bw_start, self.bandwidth("end"))
         if self.target.accelerator:

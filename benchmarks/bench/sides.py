@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from benchmarks.bench import device
+from benchmarks.bench import device, specs
 from benchmarks.bench.device import Target
 from benchmarks.bench.specs import GENERATE_KWARGS, GREEDY_KWARGS
 
@@ -56,17 +56,18 @@ class Spy:
 
 
 class HFSide:
-    """HF ``MusicgenMelodyForConditionalGeneration`` in the target's dtype, eval, under ``torch.inference_mode``, on
-    the target's torch device (``cpu`` or ``cuda``; every CUDA timing synchronizes before and after)."""
+    """HF ``MusicgenMelodyForConditionalGeneration`` (or, for a plain MusicGen ``spec``,
+    ``MusicgenForConditionalGeneration``) in the target's dtype, eval, under ``torch.inference_mode``, on the target's
+    torch device (``cpu`` or ``cuda``; every CUDA timing synchronizes before and after). Both families' generate call
+    ``text_encoder`` once and ``audio_encoder.decode(codes (1, B, K, frames), scales)`` once (mono)."""
 
-    def __init__(self, path: str, steps: int, inner: int, target: Target):
+    def __init__(self, path: str, steps: int, inner: int, target: Target, spec: dict | None = None):
         import torch
-        from transformers import MusicgenMelodyForConditionalGeneration
 
         self.torch, self.steps, self.inner = torch, steps, inner
         self.dev, self.sync = target.torch_device, device.torch_sync(target)
         t0 = time.perf_counter()
-        model = MusicgenMelodyForConditionalGeneration.from_pretrained(path, dtype=device.torch_dtype(target))
+        model = specs.hf_class(spec or {}).from_pretrained(path, dtype=device.torch_dtype(target))
         self.model = model.to(self.dev).eval()
         self.sync()
         self.load_s = time.perf_counter() - t0
@@ -140,17 +141,16 @@ class HFSide:
 
 
 class JaxSide:
-    """musicgen-jax's ``MusicgenMelodyForConditionalGeneration`` in the target's dtype, on JAX's default device;
-    every timing waits for its results."""
+    """musicgen-jax's ``MusicgenMelodyForConditionalGeneration`` (or, for a plain MusicGen ``spec``,
+    ``MusicgenForConditionalGeneration``) in the target's dtype, on JAX's default device; every timing waits for its
+    results."""
 
-    def __init__(self, path: str, steps: int, inner: int, target: Target):
+    def __init__(self, path: str, steps: int, inner: int, target: Target, spec: dict | None = None):
         import jax
-
-        from musicgen_jax import MusicgenMelodyForConditionalGeneration
 
         self.jax, self.steps, self.inner = jax, steps, inner
         t0 = time.perf_counter()
-        self.model = MusicgenMelodyForConditionalGeneration.from_pretrained(path, dtype=device.jax_dtype(target))
+        self.model = specs.jax_class(spec or {}).from_pretrained(path, dtype=device.jax_dtype(target))
         jax.block_until_ready(self.model.params)
         self.load_s = time.perf_counter() - t0
 

@@ -1,7 +1,11 @@
 """Model sizes, the random checkpoints built from them, and the fixed inputs.
 
-"small" is musicgen-small's decoder with MusicGen's T5-base and 32 kHz EnCodec; "melody" is musicgen-melody's 1.5B
-decoder (GPU-sized; only when asked); "tiny" is a smoke test with the same structure.
+Two families, as in HF transformers. MusicGen Melody (``musicgen_melody``: the text and the chroma as a prefix in
+front of the codes): "small" is musicgen-small's decoder with MusicGen's T5-base and 32 kHz EnCodec; "melody" is
+musicgen-melody's 1.5B decoder (GPU-sized; only when asked); "tiny" is a smoke test with the same structure. Plain
+MusicGen (``musicgen``: the text through cross-attention in every decoder layer, no melody): "musicgen-small" is
+musicgen-small itself (the same decoder, T5-base and EnCodec), "musicgen-tiny" its smoke test. A spec's ``family``
+says which (absent: melody, so the melody specs, and the checkpoints cached from them, are as before).
 """
 
 from __future__ import annotations
@@ -67,6 +71,10 @@ CONFIGS = {
         top=dict(chroma_length=235),
     ),
 }
+# Plain MusicGen: the same T5, EnCodec and decoder sizes (no chroma); each decoder layer gains a cross-attention.
+CONFIGS["musicgen-tiny"] = dict(family="musicgen", **{k: v for k, v in CONFIGS["tiny"].items() if k != "top"})
+CONFIGS["musicgen-small"] = dict(family="musicgen", **{k: v for k, v in CONFIGS["small"].items() if k != "top"})
+FAMILIES = ("melody", "musicgen")
 TOP_K = 250
 GUIDANCE = 3.0
 # Both frameworks' generate gets exactly these (plus the text, max_new_tokens and a seed).
@@ -75,23 +83,56 @@ GENERATE_KWARGS = dict(do_sample=True, guidance_scale=GUIDANCE, top_k=TOP_K, top
 GREEDY_KWARGS = dict(do_sample=False, guidance_scale=GUIDANCE)
 
 
+def family(spec: dict) -> str:
+    """``"melody"`` (HF ``musicgen_melody``) or ``"musicgen"`` (plain MusicGen, HF ``musicgen``)."""
+    return spec.get("family", "melody")
+
+
+def hf_class(spec: dict):
+    """The HF (transformers) model class of a spec's family."""
+    import transformers
+
+    if family(spec) == "musicgen":
+        return transformers.MusicgenForConditionalGeneration
+    return transformers.MusicgenMelodyForConditionalGeneration
+
+
+def jax_class(spec: dict):
+    """musicgen-jax's model class of a spec's family (public, from the package's front door)."""
+    import musicgen_jax
+
+    if family(spec) == "musicgen":
+        return musicgen_jax.MusicgenForConditionalGeneration
+    return musicgen_jax.MusicgenMelodyForConditionalGeneration
+
+
 def hf_config(spec: dict):
-    """The HF ``MusicgenMelodyConfig`` of a spec: 4 codebooks, BOS = pad = the decoder's vocab size."""
-    from transformers import EncodecConfig, MusicgenMelodyConfig, MusicgenMelodyDecoderConfig, T5Config
+    """The HF ``MusicgenMelodyConfig`` (or, plain family, ``MusicgenConfig``) of a spec: 4 codebooks, BOS = pad = the
+    decoder's vocab size."""
+    from transformers import (
+        EncodecConfig,
+        MusicgenConfig,
+        MusicgenDecoderConfig,
+        MusicgenMelodyConfig,
+        MusicgenMelodyDecoderConfig,
+        T5Config,
+    )
 
     dec = dict(spec["decoder"], num_codebooks=4, pad_token_id=spec["decoder"]["vocab_size"])
     dec["bos_token_id"] = dec["pad_token_id"]
-    return MusicgenMelodyConfig(
+    plain = family(spec) == "musicgen"
+    return (MusicgenConfig if plain else MusicgenMelodyConfig)(
         text_encoder=T5Config(**spec["text"]).to_dict(),
         audio_encoder=EncodecConfig(**spec["audio"]).to_dict(),
-        decoder=MusicgenMelodyDecoderConfig(**dec).to_dict(),
-        **spec["top"],
+        decoder=(MusicgenDecoderConfig if plain else MusicgenMelodyDecoderConfig)(**dec).to_dict(),
+        **spec.get("top", {}),
     )
 
 
 def build_checkpoint(name: str, cache_dir: str) -> tuple[str, float]:
-    """Saves a random HF checkpoint of ``CONFIGS[name]`` under ``cache_dir/name`` once (default init, seed 0; kept
-    while its ``bench-spec.json`` matches); returns (path, seconds spent building)."""
+    """Saves a random HF checkpoint of ``CONFIGS[name]`` (its family's ``...ForConditionalGeneration``) under
+    ``cache_dir/name`` once (default init, seed 0; kept while its ``bench-spec.json`` matches); returns (path, seconds
+    spent building)."""
     path = os.path.join(cache_dir, name)
     spec = CONFIGS[name]
     marker = os.path.join(path, "bench-spec.json")
@@ -100,11 +141,10 @@ def build_checkpoint(name: str, cache_dir: str) -> tuple[str, float]:
             if json.load(f) == spec:
                 return path, 0.0
     import torch
-    from transformers import MusicgenMelodyForConditionalGeneration
 
     t0 = time.perf_counter()
     torch.manual_seed(0)
-    model = MusicgenMelodyForConditionalGeneration(hf_config(spec)).eval()
+    model = hf_class(spec)(hf_config(spec)).eval()
     partial = path + ".partial"
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial)
@@ -132,8 +172,6 @@ def build_converted(name: str, cache_dir: str) -> tuple[str, float]:
     matches the spec); returns (path, seconds spent)."""
     import jax.numpy as jnp
 
-    from musicgen_jax import MusicgenMelodyForConditionalGeneration
-
     source, _ = build_checkpoint(name, cache_dir)
     path = os.path.join(cache_dir, name + "-converted")
     marker = path + ".bench-spec.json"
@@ -142,7 +180,7 @@ def build_converted(name: str, cache_dir: str) -> tuple[str, float]:
             if json.load(f) == CONFIGS[name]:
                 return path, 0.0
     t0 = time.perf_counter()
-    model = MusicgenMelodyForConditionalGeneration.from_pretrained(source, dtype=jnp.float32)
+    model = jax_class(CONFIGS[name]).from_pretrained(source, dtype=jnp.float32)
     model.save_pretrained(path, overwrite=True)
     with open(marker, "w") as f:
         json.dump(CONFIGS[name], f)
