@@ -76,7 +76,8 @@ class Attention(nn.Module):
         qkv = self.param("qkv", _init, (E, 3, N, H))
         out = self.param("out", _init, (N, H, E))
         prec = cfg.matmul_precision
-        q_BWNH, k_BSNH, v_BSNH = einsum("BWE,EGNH->GBWNH", x_BWE, qkv, matmul_precision=prec)
+        qkv_BWGNH = einsum("BWE,EGNH->BWGNH", x_BWE, qkv, matmul_precision=prec)
+        q_BWNH, k_BSNH, v_BSNH = qkv_BWGNH[:, :, 0], qkv_BWGNH[:, :, 1], qkv_BWGNH[:, :, 2]
         scores_BNWS = einsum("BWNH,BSNH->BNWS", q_BWNH, k_BSNH, matmul_precision=prec, out_dtype=jnp.float32)
         probs_BNWS = jax.nn.softmax(scores_BNWS + bias_BNWS, axis=-1).astype(x_BWE.dtype)
         probs_BNWS = nn.Dropout(cfg.dropout_rate)(probs_BNWS, deterministic=self.deterministic)
