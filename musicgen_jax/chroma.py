@@ -19,7 +19,6 @@ Einsum letters: the package legend (``musicgen_jax/__init__.py``).
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 import os
@@ -33,13 +32,12 @@ import numpy as np
 
 from musicgen_jax.audio import Waveform
 from musicgen_jax.batch_feature import BatchFeature
-from musicgen_jax.config import ConfigError, read_json
-from musicgen_jax.files import atomic_write
+from musicgen_jax.config import ConfigError
+from musicgen_jax.feature_files import FEATURE_EXTRACTOR_NAME, FeatureExtractorFiles
 from musicgen_jax.resample import HF_LOWPASS_FILTER_WIDTH, HF_ROLLOFF, resample
 
 logger = logging.getLogger(__name__)
 
-FEATURE_EXTRACTOR_NAME = "preprocessor_config.json"
 _TYPE_NAME = "MusicgenMelodyFeatureExtractor"
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -168,7 +166,7 @@ def _hf_dtype(arrays: Sequence[np.ndarray]) -> np.dtype:
     return functools.reduce(np.promote_types, dtypes)
 
 
-class MusicgenMelodyFeatureExtractor:
+class MusicgenMelodyFeatureExtractor(FeatureExtractorFiles):
     """Chroma features of (melody) audio, matching HF's ``MusicgenMelodyFeatureExtractor`` frame for frame.
 
     The constructor takes HF's arguments with HF's defaults (``padding_side`` as HF's base class does); unlike HF it
@@ -280,12 +278,6 @@ class MusicgenMelodyFeatureExtractor:
         file = os.path.join(path, FEATURE_EXTRACTOR_NAME) if os.path.isdir(path) else os.fspath(path)
         return cls.from_json_file(file)
 
-    @classmethod
-    def from_json_file(cls, json_file: str | os.PathLike) -> MusicgenMelodyFeatureExtractor:
-        """An extractor from a JSON file (ours or HF's ``to_json_file``), read strictly as :meth:`from_dict`."""
-        file = os.fspath(json_file)
-        return cls.from_dict(read_json(file), where=file)
-
     def to_dict(self) -> dict[str, Any]:
         """The fields HF's ``to_dict`` writes, plus ``num_chroma``.
 
@@ -306,27 +298,6 @@ class MusicgenMelodyFeatureExtractor:
             "sampling_rate": self.sampling_rate,
             "stem_indices": list(self.stem_indices),
         }
-
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
-    def to_json_file(self, json_file_path: str | os.PathLike) -> None:
-        """Writes :meth:`to_json_string` to ``json_file_path`` atomically: a temporary file in the same folder,
-        fsynced, then ``os.replace``d over the path (an interrupted write leaves the old file or none)."""
-        with atomic_write(json_file_path, "w", encoding="utf-8") as f:
-            f.write(self.to_json_string())
-
-    def save_pretrained(self, save_directory: str | os.PathLike) -> list[str]:
-        """Writes ``save_directory/preprocessor_config.json`` (as HF formats it); returns ``[that path]``."""
-        if os.path.isfile(save_directory):
-            raise ValueError(f"{save_directory}: is a file; save_pretrained needs a directory")
-        os.makedirs(save_directory, exist_ok=True)
-        file = os.path.join(save_directory, FEATURE_EXTRACTOR_NAME)
-        self.to_json_file(file)
-        return [file]
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__} {self.to_json_string()}"
 
     # -- features --------------------------------------------------------------------------------------------------
 

@@ -15,7 +15,6 @@ Shape letters: the package legend (``musicgen_jax/__init__.py``).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -27,9 +26,8 @@ import numpy as np
 from musicgen_jax.audio import Waveform
 from musicgen_jax.batch_feature import BatchFeature
 from musicgen_jax.config import ConfigError, read_json
-from musicgen_jax.files import atomic_write
+from musicgen_jax.feature_files import FEATURE_EXTRACTOR_NAME, FeatureExtractorFiles
 
-FEATURE_EXTRACTOR_NAME = "preprocessor_config.json"
 PROCESSOR_NAME = "processor_config.json"
 _TYPE_NAME = "EncodecFeatureExtractor"
 _FIELDS = ("feature_size", "sampling_rate", "padding_value", "padding_side", "return_attention_mask")
@@ -81,7 +79,7 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-class EncodecFeatureExtractor:
+class EncodecFeatureExtractor(FeatureExtractorFiles):
     """Raw audio -> EnCodec's ``input_values`` and ``padding_mask``, as HF's ``EncodecFeatureExtractor``.
 
     The constructor takes HF's arguments with HF's defaults (``padding_side`` and ``return_attention_mask`` as HF's
@@ -180,12 +178,6 @@ class EncodecFeatureExtractor:
         data, file = load_feature_extractor_dict(hub.resolve(path))
         return cls.from_dict(data, where=file)
 
-    @classmethod
-    def from_json_file(cls, json_file: str | os.PathLike) -> EncodecFeatureExtractor:
-        """An extractor from a JSON file (ours or HF's ``to_json_file``), read strictly as :meth:`from_dict`."""
-        file = os.fspath(json_file)
-        return cls.from_dict(read_json(file), where=file)
-
     def to_dict(self) -> dict[str, Any]:
         """HF's ``to_dict``: exactly the fields HF writes, in HF's order."""
         return {
@@ -198,27 +190,6 @@ class EncodecFeatureExtractor:
             "overlap": self.overlap,
             "feature_extractor_type": _TYPE_NAME,
         }
-
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
-    def to_json_file(self, json_file_path: str | os.PathLike) -> None:
-        """Writes :meth:`to_json_string` to ``json_file_path`` atomically: a temporary file in the same folder,
-        fsynced, then ``os.replace``d over the path (an interrupted write leaves the old file or none)."""
-        with atomic_write(json_file_path, "w", encoding="utf-8") as f:
-            f.write(self.to_json_string())
-
-    def save_pretrained(self, save_directory: str | os.PathLike) -> list[str]:
-        """Writes ``save_directory/preprocessor_config.json`` (as HF formats it); returns ``[that path]``."""
-        if os.path.isfile(save_directory):
-            raise ValueError(f"{save_directory}: is a file; save_pretrained needs a directory")
-        os.makedirs(save_directory, exist_ok=True)
-        file = os.path.join(save_directory, FEATURE_EXTRACTOR_NAME)
-        self.to_json_file(file)
-        return [file]
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__} {self.to_json_string()}"
 
     # -- features --------------------------------------------------------------------------------------------------
 

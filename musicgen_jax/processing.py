@@ -22,16 +22,12 @@ _TEXT_KWARGS = {"padding", "truncation", "max_length", "add_special_tokens"}
 _AUDIO_KWARGS = {"sampling_rate", "padding", "pad_to_multiple_of", "return_attention_mask"}
 
 
-class MusicgenMelodyProcessor:
-    """``processor(text=[...], audio=..., sampling_rate=..., padding=True, return_tensors="np")`` gives the inputs
-    of :meth:`MusicgenMelodyForConditionalGeneration.generate`: ``input_ids``/``attention_mask`` from the tokenizer
-    and ``input_features`` ``(batch, frames, 12)`` from the feature extractor.
+class ProcessorBase:
+    """The T5 tokenizer and a feature extractor (the family's ``feature_extractor_class``) behind one object."""
 
-    ``return_tensors`` may be ``"np"``, ``"pt"`` or ``"jax"``: numpy arrays are returned in every case.
-    ``max_length`` and ``truncation`` apply to the text (audio is truncated to the extractor's ``chunk_length``).
-    """
+    feature_extractor_class: type
 
-    def __init__(self, feature_extractor: MusicgenMelodyFeatureExtractor, tokenizer: T5TextTokenizer):
+    def __init__(self, feature_extractor, tokenizer: T5TextTokenizer):
         self.feature_extractor = feature_extractor
         self.tokenizer = tokenizer
 
@@ -40,10 +36,23 @@ class MusicgenMelodyProcessor:
         return self.feature_extractor.sampling_rate
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> MusicgenMelodyProcessor:
-        """Reads ``preprocessor_config.json`` and the tokenizer files (``tokenizer.json`` or ``spiece.model``)."""
+    def from_pretrained(cls, path: str | os.PathLike):
+        """Reads the feature extractor config (as the family's extractor finds it) and the tokenizer files
+        (``tokenizer.json`` or ``spiece.model``) of a directory or Hub id."""
         path = hub.resolve(path)
-        return cls(MusicgenMelodyFeatureExtractor.from_pretrained(path), T5TextTokenizer.from_pretrained(path))
+        return cls(cls.feature_extractor_class.from_pretrained(path), T5TextTokenizer.from_pretrained(path))
+
+
+class MusicgenMelodyProcessor(ProcessorBase):
+    """``processor(text=[...], audio=..., sampling_rate=..., padding=True, return_tensors="np")`` gives the inputs
+    of :meth:`MusicgenMelodyForConditionalGeneration.generate`: ``input_ids``/``attention_mask`` from the tokenizer
+    and ``input_features`` ``(batch, frames, 12)`` from the feature extractor.
+
+    ``return_tensors`` may be ``"np"``, ``"pt"`` or ``"jax"``: numpy arrays are returned in every case.
+    ``max_length`` and ``truncation`` apply to the text (audio is truncated to the extractor's ``chunk_length``).
+    """
+
+    feature_extractor_class = MusicgenMelodyFeatureExtractor
 
     def __call__(self, audio=None, text=None, return_tensors: str | None = "np", **kwargs) -> BatchFeature:
         if audio is None and text is None:
@@ -122,7 +131,7 @@ def _list_of_clips(audio) -> list:
     )
 
 
-class MusicgenProcessor:
+class MusicgenProcessor(ProcessorBase):
     """HF's ``MusicgenProcessor``: ``processor(text=[...], audio=..., sampling_rate=..., padding=True)`` gives the
     inputs of plain MusicGen's ``generate``: ``input_ids``/``attention_mask`` int64 (B, W) from the T5 tokenizer, and
     for an audio prompt ``padding_mask`` int32 (B, A) and ``input_values`` float32 (B, R, A) from
@@ -137,20 +146,7 @@ class MusicgenProcessor:
     With None the tokenizer gives lists and ``input_values`` is a list of (R, A_i) arrays, as in HF.
     """
 
-    def __init__(self, feature_extractor: EncodecFeatureExtractor, tokenizer: T5TextTokenizer):
-        self.feature_extractor = feature_extractor
-        self.tokenizer = tokenizer
-
-    @property
-    def sampling_rate(self) -> int:
-        return self.feature_extractor.sampling_rate
-
-    @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> MusicgenProcessor:
-        """Reads the feature extractor config (``processor_config.json`` or ``preprocessor_config.json``, as HF) and the
-        tokenizer files (``tokenizer.json`` or ``spiece.model``) of a directory or Hub id."""
-        path = hub.resolve(path)
-        return cls(EncodecFeatureExtractor.from_pretrained(path), T5TextTokenizer.from_pretrained(path))
+    feature_extractor_class = EncodecFeatureExtractor
 
     def __call__(self, audio=None, text=None, return_tensors: str | None = "np", **kwargs) -> BatchFeature:
         if audio is None and text is None:
