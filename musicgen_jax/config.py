@@ -330,6 +330,19 @@ def _check_sub_configs(data: Mapping[str, Any], where: str, model_type: str) -> 
             raise ConfigError(f"{where}: {part}.model_type is {sub_type!r}; only {expected!r} is supported")
 
 
+def _read_composite(cls, data: Mapping[str, Any], where: str, model_type: str, cross_attention: bool):
+    """A composite config (either family) from HF json: its own fields, then the three parts, strictly."""
+    _check_sub_configs(data, where, model_type)
+    kwargs = _read_fields(cls, data, where)
+    kwargs["text_encoder"] = T5Config.from_hf(data["text_encoder"], f"{where}: text_encoder")
+    kwargs["audio_encoder"] = EncodecConfig.from_hf(data["audio_encoder"], f"{where}: audio_encoder")
+    kwargs["decoder"] = DecoderConfig.from_hf(data["decoder"], f"{where}: decoder", cross_attention=cross_attention)
+    config = cls(**kwargs)
+    if config.decoder.audio_channels == 2 and config.audio_encoder.audio_channels != 1:
+        raise ConfigError(f"{where}: a stereo decoder decodes each channel with a mono codec")
+    return config
+
+
 def _plain(config, model_type: str) -> dict:
     """A sub-config as HF json (tuples as lists, our own fields left out)."""
     data = {
@@ -368,15 +381,7 @@ class MusicgenMelodyConfig:
 
     @classmethod
     def from_hf(cls, data: Mapping[str, Any], where: str = "config.json") -> MusicgenMelodyConfig:
-        _check_sub_configs(data, where, "musicgen_melody")
-        kwargs = _read_fields(cls, data, where)
-        kwargs["text_encoder"] = T5Config.from_hf(data["text_encoder"], f"{where}: text_encoder")
-        kwargs["audio_encoder"] = EncodecConfig.from_hf(data["audio_encoder"], f"{where}: audio_encoder")
-        kwargs["decoder"] = DecoderConfig.from_hf(data["decoder"], f"{where}: decoder")
-        config = cls(**kwargs)
-        if config.decoder.audio_channels == 2 and config.audio_encoder.audio_channels != 1:
-            raise ConfigError(f"{where}: a stereo decoder decodes each channel with a mono codec")
-        return config
+        return _read_composite(cls, data, where, "musicgen_melody", cross_attention=False)
 
     @property
     def matmul_precision(self) -> str | None:
@@ -444,15 +449,7 @@ class MusicgenConfig:
 
     @classmethod
     def from_hf(cls, data: Mapping[str, Any], where: str = "config.json") -> MusicgenConfig:
-        _check_sub_configs(data, where, "musicgen")
-        kwargs = _read_fields(cls, data, where)
-        kwargs["text_encoder"] = T5Config.from_hf(data["text_encoder"], f"{where}: text_encoder")
-        kwargs["audio_encoder"] = EncodecConfig.from_hf(data["audio_encoder"], f"{where}: audio_encoder")
-        kwargs["decoder"] = DecoderConfig.from_hf(data["decoder"], f"{where}: decoder", cross_attention=True)
-        config = cls(**kwargs)
-        if config.decoder.audio_channels == 2 and config.audio_encoder.audio_channels != 1:
-            raise ConfigError(f"{where}: a stereo decoder decodes each channel with a mono codec")
-        return config
+        return _read_composite(cls, data, where, "musicgen", cross_attention=True)
 
     from_pretrained = MusicgenMelodyConfig.__dict__["from_pretrained"]  # the same classmethod: config.json -> cls
 
