@@ -329,7 +329,7 @@ class MusicgenMelodyFeatureExtractor(FeatureExtractorFiles):
             audio, sampling_rate, self.sampling_rate, lowpass_filter_width=HF_LOWPASS_FILTER_WIDTH, rolloff=HF_ROLLOFF
         )
 
-    def _mono_items(self, audio: Any, sampling_rate: int | None) -> list[np.ndarray]:
+    def mono_clips(self, audio: Any, sampling_rate: int | None) -> list[np.ndarray]:
         """HF's input handling: a list of float32 mono (A_i,) arrays at ``self.sampling_rate``.
 
         One addition: a :class:`musicgen_jax.audio.Waveform` (what ``audio.load`` returns) is one clip, mono or
@@ -558,7 +558,7 @@ class MusicgenMelodyFeatureExtractor(FeatureExtractorFiles):
         return_tensors = getattr(return_tensors, "value", return_tensors)
         if return_tensors not in (None, "np", "jax"):
             raise ValueError(f"return_tensors={return_tensors!r} is not supported (None, 'np' or 'jax')")
-        items = self._mono_items(audio, sampling_rate)
+        items = self.mono_clips(audio, sampling_rate)
         want_mask = self.return_attention_mask if return_attention_mask is None else return_attention_mask
         waveforms, mask = self._pad(
             items, padding, max_length if max_length else self.n_samples, truncation, pad_to_multiple_of, want_mask

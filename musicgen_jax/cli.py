@@ -7,6 +7,8 @@ and exit status 2; set ``MUSICGEN_JAX_DEBUG=1`` to see the traceback instead.
 from __future__ import annotations
 
 import argparse
+import bisect
+import itertools
 import os
 import sys
 import tempfile
@@ -49,18 +51,23 @@ def _output_paths(out: str, count: int, overwrite: bool = False) -> list[str]:
     return paths
 
 
-def _progress_bar(enabled: bool):
-    """A tqdm bar over decode steps (host side, updated once per compiled chunk)."""
+def _progress_bar(enabled: bool, window_steps: list[int] | None = None):
+    """A tqdm bar over the decoder steps of the whole piece (host side, updated once per compiled chunk): steps/s
+    and time left, and for long-form pieces which window is running (``window_steps``: the steps of each)."""
     if not enabled:
         return None, lambda: None
     from tqdm import tqdm
 
     bar = None
+    ends = None if window_steps is None else list(itertools.accumulate(window_steps))
 
     def update(done: int, total: int) -> None:
         nonlocal bar
         if bar is None:
             bar = tqdm(total=total, unit="step", desc="decoding", leave=False, file=sys.stderr)
+        if ends is not None:
+            index = min(bisect.bisect_left(ends, done), len(ends) - 1)
+            bar.set_description(f"window {index + 1} of {len(ends)}", refresh=False)
         bar.update(done - bar.n)
 
     return update, lambda: bar is not None and bar.close()
@@ -79,7 +86,7 @@ _SAMPLING_FLAGS = {
 def cmd_generate(args) -> int:
     import numpy as np
 
-    from musicgen_jax import MusicgenMelodyForConditionalGeneration, MusicgenMelodyProcessor, audio
+    from musicgen_jax import MusicgenMelodyForConditionalGeneration, MusicgenMelodyProcessor, audio, long_form
     from musicgen_jax.generation import check_duration, check_sampling, check_seed
 
     texts = args.text or []
@@ -90,6 +97,7 @@ def cmd_generate(args) -> int:
     # Every flag is checked here, before anything loads, with the rules generate() applies.
     if args.duration is not None:
         check_duration(args.duration, "--duration")
+    windows = _check_windows(args)
     if args.max_new_tokens is not None and args.max_new_tokens <= 0:
         raise CLIError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
     check_sampling(
@@ -127,11 +135,31 @@ def cmd_generate(args) -> int:
     else:  # as the README shows: the loaded clip (stereo is averaged to mono), one per text
         inputs = processor(text=texts or None, audio=[melody] * batch, sampling_rate=melody_rate, padding=True)
 
-    update, close = _progress_bar(not args.quiet)
+    plan = None
+    if args.duration is not None:  # the windows generate will run, for the progress bar (None: one window)
+        plan = long_form.plan(args.duration, args.window, args.stride, 0, model.config.audio_encoder.frame_rate)
+    dec = model.config.decoder
+    update, close = _progress_bar(
+        not args.quiet, None if plan is None else plan.steps(dec.num_codebooks // dec.audio_channels)
+    )
+    # each output grows on disk as its audio is decoded (window by window for long pieces), playable as it grows,
+    # and is renamed to its final name at the end
+    writers = [audio.WavWriter(path, model.sampling_rate, dec.audio_channels) for path in paths]
+    if plan is not None and not args.quiet:
+        growing = ", ".join(w.partial_path for w in writers)
+        print(f"{len(plan.windows)} windows; the audio grows in {growing} as each ends", file=sys.stderr)
+
+    def on_audio(piece) -> None:
+        for writer, wave in zip(writers, piece, strict=True):
+            writer.append(np.asarray(wave))
+
     try:
         out = model.generate(
             **inputs,
             duration=args.duration,
+            window_duration=windows[0],
+            extend_stride=windows[1],
+            on_audio=on_audio,
             max_new_tokens=args.max_new_tokens,
             do_sample=False if args.greedy else None,
             guidance_scale=args.guidance_scale,
@@ -142,10 +170,19 @@ def cmd_generate(args) -> int:
             return_dict_in_generate=True,
             progress=update or (lambda done, total: None),
         )
+        for writer in writers:
+            writer.close()
+    except ValueError as e:  # generate's messages name its arguments; say the flags
+        for writer in writers:
+            writer.abort()
+        message = one_line(e).replace("window_duration", "--window").replace("extend_stride", "--stride")
+        raise CLIError(message) from None
+    except BaseException:
+        for writer in writers:
+            writer.abort()
+        raise
     finally:
         close()
-    for path, wave in zip(paths, out.sequences, strict=True):
-        audio.save_wav(path, np.asarray(wave), model.sampling_rate)
     stats = out.stats
     rtf = stats["wall_seconds"] / max(stats["audio_seconds"], 1e-9)
     print(
@@ -154,6 +191,26 @@ def cmd_generate(args) -> int:
         f"{stats['wall_seconds']:.2f} s (real-time factor {rtf:.2f})"
     )
     return 0
+
+
+def _check_windows(args) -> tuple[float | None, float | None]:
+    """``--window`` / ``--stride`` checked with generate's rules (before anything loads): ``(window, stride)``."""
+    from musicgen_jax import long_form
+    from musicgen_jax.generation import check_duration
+
+    if (args.window is not None or args.stride is not None) and args.duration is None:
+        raise CLIError("--window and --stride apply to --duration (long-form generation)")
+    if args.duration is not None and args.duration > long_form.MAX_DURATION_SECONDS:
+        raise CLIError(
+            f"--duration {args.duration:g} s is past the cap of {long_form.MAX_DURATION_SECONDS:g} s (one hour)"
+        )
+    window = None if args.window is None else check_duration(args.window, "--window")
+    if args.stride is not None:
+        check_duration(args.stride, "--stride")
+        limit = long_form.DEFAULT_WINDOW_SECONDS if window is None else window
+        if args.stride >= limit:
+            raise CLIError(f"--stride {args.stride:g} s must be shorter than the window ({limit:g} s)")
+    return window, args.stride
 
 
 def cmd_convert(args) -> int:
@@ -233,8 +290,18 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--text", action="append", help="a description; repeat for several outputs")
     gen.add_argument("--melody", help="an audio file whose melody conditions the music (any format librosa reads)")
     length = gen.add_mutually_exclusive_group()
-    length.add_argument("--duration", type=float, help="seconds of audio")
+    length.add_argument(
+        "--duration", type=float, help="seconds of audio; past one window, generated window by window (long-form)"
+    )
     length.add_argument("--max-new-tokens", type=int, help="decoder steps")
+    gen.add_argument(
+        "--window", type=float, help="long-form: seconds each window holds (default 30, what MusicGen was trained on)"
+    )
+    gen.add_argument(
+        "--stride",
+        type=float,
+        help="long-form: seconds from one window's start to the next (default 18, or 0.6 of --window)",
+    )
     gen.add_argument("--guidance-scale", type=float)
     gen.add_argument("--top-k", type=int)
     gen.add_argument("--top-p", type=float)

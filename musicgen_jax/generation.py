@@ -11,6 +11,7 @@ are the ones ``generate`` runs, so both give the same one-line messages.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -66,37 +67,47 @@ def resolve_knobs(
     return Knobs(do_sample, top_k, top_p, temperature, guidance_scale, bos, pad)
 
 
-def encode_conditions(
-    model, input_ids, attention_mask, input_features, batch: int, knobs: Knobs, text_states=None
-) -> Conditions:
-    """Stage 2: the :class:`~musicgen_jax.decoder.Conditions` HF's ``generate`` builds (``B' = 2B`` rows under CFG:
-    ``[cond; uncond]``) from the text (T5 states) and, for MusicGen Melody, the melody (chroma features): a prefix
-    ``(B', P, D)`` (melody) or the cross-attention states ``(B', W, D)`` and mask (plain MusicGen).
+def encode_text(model, input_ids, attention_mask, batch: int, knobs: Knobs, text_states=None):
+    """Stage 2a: the T5 states ``(B, W, E)`` and their mask ``(B, W)`` the conditions are built from.
 
-    ``text_states``: T5 states ``(B, W, E)`` given instead of ``input_ids`` (HF's ``encoder_outputs``, e.g. the
-    zeros of ``get_unconditional_inputs``), with ``attention_mask``."""
+    ``text_states``: T5 states given instead of ``input_ids`` (HF's ``encoder_outputs``, e.g. the zeros of
+    ``get_unconditional_inputs``), with ``attention_mask``."""
     cfg = model.config
-    feats = None if input_features is None else check_features(input_features, cfg, batch, model.dtype)
     # HF never generates without text: with no input_ids it encodes a single BOS token whose attention mask it infers
     # as 0 (BOS == pad), so the text prefix is one all-zero position.
     if text_states is not None:
-        text = text_states
         mask = (
-            jnp.ones(text.shape[:2], jnp.int32) if attention_mask is None else jnp.asarray(np.asarray(attention_mask))
+            jnp.ones(text_states.shape[:2], jnp.int32)
+            if attention_mask is None
+            else jnp.asarray(np.asarray(attention_mask))
         )
-
-    elif input_ids is not None:
+        return text_states, mask
+    if input_ids is not None:
         ids = as_int_array("input_ids", input_ids, ndim=2)
         if attention_mask is None:
             # HF _prepare_attention_mask_for_generation: infer the mask from the decoder's pad id.
             pad = knobs.pad_token_id
             attention_mask = (ids != pad).astype(np.int64) if (ids == pad).any() else np.ones_like(ids)
-        text = model.encode_text(ids, attention_mask)
-        mask = jnp.asarray(np.asarray(attention_mask))
-    else:
-        text = jnp.zeros((batch, 1, cfg.text_encoder.d_model), model.dtype)
-        mask = jnp.zeros((batch, 1), jnp.int32)
-    return core.generation_conditions_jit(model.params, cfg, text, mask, feats, knobs.use_cfg)
+        return model.encode_text(ids, attention_mask), jnp.asarray(np.asarray(attention_mask))
+    return jnp.zeros((batch, 1, cfg.text_encoder.d_model), model.dtype), jnp.zeros((batch, 1), jnp.int32)
+
+
+def build_conditions(model, text, mask, input_features, knobs: Knobs) -> Conditions:
+    """Stage 2b: the :class:`~musicgen_jax.decoder.Conditions` HF's ``generate`` builds (``B' = 2B`` rows under CFG:
+    ``[cond; uncond]``) from the T5 states and, for MusicGen Melody, the chroma features ``(B, M, C)`` (or None): a
+    prefix ``(B', P, D)`` (melody) or the cross-attention states ``(B', W, D)`` and mask (plain MusicGen)."""
+    feats = None if input_features is None else check_features(input_features, model.config, text.shape[0], model.dtype)
+    return core.generation_conditions_jit(model.params, model.config, text, mask, feats, knobs.use_cfg)
+
+
+def encode_conditions(
+    model, input_ids, attention_mask, input_features, batch: int, knobs: Knobs, text_states=None
+) -> Conditions:
+    """Stage 2: :func:`encode_text`, then :func:`build_conditions`."""
+    if input_features is not None:  # checked first: a plain checkpoint refuses a melody before T5 runs
+        check_features(input_features, model.config, batch, model.dtype)
+    text, mask = encode_text(model, input_ids, attention_mask, batch, knobs, text_states)
+    return build_conditions(model, text, mask, input_features, knobs)
 
 
 def prompt_codes(model, batch: int, decoder_input_ids, audio_prompt, knobs: Knobs) -> np.ndarray:
@@ -115,6 +126,12 @@ def prompt_codes(model, batch: int, decoder_input_ids, audio_prompt, knobs: Knob
     if (prompt[:, 0] != knobs.bos_token_id).all():  # HF prepends BOS unless every row already starts with it
         prompt = np.concatenate([start, prompt], axis=1)
     return prompt
+
+
+def frames_for(duration: float, frame_rate: int) -> int:
+    """The frames ``duration`` seconds of new audio ask for: rounded up, at least one."""
+    # - 1e-6: duration * frame_rate is 7.000000000000001 for 0.14 s at 50 Hz, which must stay 7 frames
+    return max(1, math.ceil(duration * frame_rate - 1e-6))
 
 
 def decode_length(
@@ -137,9 +154,7 @@ def decode_length(
     if duration is not None:
         if max_new_tokens is not None or max_length is not None:
             raise ValueError("pass only one of duration, max_new_tokens, max_length")
-        # - 1e-6: duration * frame_rate is 7.000000000000001 for 0.14 s at 50 Hz, which must stay 7 frames
-        frames = max(1, math.ceil(duration * config.audio_encoder.frame_rate - 1e-6))
-        max_new_tokens = frames + channel_codebooks - 1
+        max_new_tokens = frames_for(duration, config.audio_encoder.frame_rate) + channel_codebooks - 1
     elif max_new_tokens is not None:
         asked = ("max_new_tokens", max_new_tokens, False)
     elif max_length is not None:
@@ -181,27 +196,43 @@ def decode_length(
 
 
 def run_loop(
-    decoder_params, conditions, prompt, total: int, knobs: Knobs, rng, decoder_config, progress=None, rules=None
+    decoder_params,
+    conditions,
+    prompt,
+    total: int,
+    knobs: Knobs,
+    rng,
+    decoder_config,
+    progress=None,
+    rules=None,
+    capacity: int | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Stage 5: the compiled loop. ``prompt`` ``(B * K, Q)`` -> codes ``(B, K, frames)`` (delay pattern reverted)
     and its timings (``prefill_seconds``, ``decode_seconds``, ``compile_seconds``). ``progress(done, total)`` runs
     the steps in compiled chunks of 32 with one host sync each.
+
+    ``capacity``: the code buffer and KV cache length the programs are compiled for (default ``total``, the
+    buffer this generation fills). Long-form windows pass the full window's, so a shorter last window runs the same
+    programs and stops early.
 
     When the parameters live on a mesh, the rows (the prefix's ``[cond; uncond]`` rows, the prompt and the pattern)
     are split over the batch rule's axes of ``rules`` (default :data:`musicgen_jax.sharding.RULES`) where they
     divide; the KV cache follows them inside the loop."""
     dec = decoder_config
     batch = prompt.shape[0] // dec.num_codebooks
+    capacity = total if capacity is None else capacity
     fixed, pattern = sampling.build_delay_pattern(
         prompt.reshape(batch, dec.num_codebooks, -1), knobs.pad_token_id, total, dec.audio_channels
     )
+    # positions past `total` are never generated; the pattern forces pad there should anything read them
+    program_pattern = np.pad(pattern, ((0, 0), (0, 0), (0, capacity - total)), constant_values=knobs.pad_token_id)
     sampling_params = sampling.SamplingParams(
         jnp.float32(knobs.temperature),
         jnp.float32(knobs.top_p),
         jnp.float32(knobs.guidance_scale if knobs.use_cfg else 1.0),
     )
     mesh = sharding.mesh_of(decoder_params)
-    fixed_BKQ, pattern_BKT = jnp.asarray(fixed), jnp.asarray(pattern)
+    fixed_BKQ, pattern_BKT = jnp.asarray(fixed), jnp.asarray(program_pattern)
     if mesh is not None:
         rules = sharding.RULES if rules is None else rules
         conditions, fixed_BKQ, pattern_BKT = sharding.shard_batch((conditions, fixed_BKQ, pattern_BKT), mesh, rules)
@@ -217,7 +248,8 @@ def run_loop(
         chunk=None if progress is None else 32,
         on_chunk=progress,
         config=dec,
-        max_length=total,
+        max_length=capacity,
+        stop=total,
         do_sample=knobs.do_sample,
         top_k=knobs.top_k if knobs.do_sample else 0,
         use_top_p=knobs.do_sample and knobs.top_p < 1.0,
@@ -225,7 +257,7 @@ def run_loop(
         # generate's unconditional rows are all the same (zero text, null chroma, the same BOS): one prefill row
         shared_uncond=knobs.use_cfg and single_device and sampling.uncond_rows_shared(conditions, fixed),
     )
-    tokens = sampling.apply_delay_pattern(sharding.to_host(tokens), pattern)
+    tokens = sampling.apply_delay_pattern(sharding.to_host(tokens)[:, :, :total], pattern)
     return sampling.revert_delay_pattern(tokens, knobs.pad_token_id), timings
 
 
@@ -251,6 +283,18 @@ class Clock:
         now, compiled = time.perf_counter(), sampling.compile_clock()
         self.add({name: now - self.last - (compiled - self.compiled), "compile_seconds": compiled - self.compiled})
         return result
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        """Adds a block's seconds to ``name`` (its compiling to ``compile_seconds``), waiting for what the block
+        hands to ``done(result)``; for phases that interleave (long-form windows: conditions, steps, codec)."""
+        start, compiled = time.perf_counter(), sampling.compile_clock()
+        results = []
+        yield results.append
+        jax.block_until_ready(results)
+        spent = sampling.compile_clock() - compiled
+        self.stats[name] = self.stats.get(name, 0.0) + time.perf_counter() - start - spent
+        self.stats["compile_seconds"] += spent
 
     def add(self, timings: dict) -> None:
         """Adds the seconds of a stage that timed itself (e.g. :func:`run_loop`); the next lap starts now."""

@@ -15,8 +15,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from musicgen_jax import checkpoint, compilation_cache, core, generation, hub, loss, parameters, sharding
+from musicgen_jax import (
+    checkpoint,
+    chunked_decode,
+    compilation_cache,
+    core,
+    generation,
+    hub,
+    long_form,
+    loss,
+    parameters,
+    sharding,
+)
 from musicgen_jax import decoder as decoder_module
+from musicgen_jax import melody as melody_module
 from musicgen_jax.config import GenerationConfig, MusicgenConfig, MusicgenMelodyConfig, config_from_pretrained
 from musicgen_jax.encodec import EncodecModel
 
@@ -126,6 +138,10 @@ class ConditionalGeneration:
             pad_token_id=config.decoder.pad_token_id, bos_token_id=config.decoder.bos_token_id
         )
         self.source_dir: str | None = None  # where tokenizer/preprocessor files come from when saving
+        self._feature_extractor = None
+        # the codec decodes long code sequences in chunks of this many seconds, overlapping by the second figure
+        self.audio_chunk_seconds = chunked_decode.CHUNK_SECONDS
+        self.audio_overlap_seconds = chunked_decode.OVERLAP_SECONDS
 
     @property
     def sampling_rate(self) -> int:
@@ -262,6 +278,7 @@ class ConditionalGeneration:
         encoder_outputs=None,
         input_values=None,
         padding_mask=None,
+        melody=None,
     ) -> MusicgenMelodyOutput:
         """HF's forward: logits ``(batch * num_codebooks, prefix_len + tgt_len, vocab_size)``.
 
@@ -271,10 +288,11 @@ class ConditionalGeneration:
         ``(batch, prefix_len, hidden_size)``. ``decoder_input_ids`` is ``(batch * num_codebooks, tgt_len)`` int; for
         plain MusicGen, without them (and without ``labels``) HF encodes ``input_values`` ``(batch, channels,
         samples)`` with EnCodec and reads those codes (``padding_mask`` is accepted and, as in HF's unnormalised
-        32 kHz codec, changes nothing).
+        32 kHz codec, changes nothing). ``melody`` (the processor's waveform, for long-form generation) is accepted
+        and not read: the forward pass reads its chroma, ``input_features``.
         """
         dec = self.config.decoder
-        del padding_mask  # HF's EnCodec uses it only to normalise, which MusicGen's codec does not do
+        del padding_mask, melody  # HF's EnCodec uses it only to normalise, which MusicGen's codec does not do
         if decoder_input_ids is None and labels is None and input_values is not None:
             codes = self.encode_audio(input_values, name="input_values")
             decoder_input_ids = codes.reshape(-1, codes.shape[2])
@@ -347,9 +365,13 @@ class ConditionalGeneration:
         input_values=None,
         padding_mask=None,
         encoder_outputs=None,
+        melody=None,
+        melody_sampling_rate: int | None = None,
         max_new_tokens: int | None = None,
         max_length: int | None = None,
         duration: float | None = None,
+        window_duration: float | None = None,
+        extend_stride: float | None = None,
         do_sample: bool | None = None,
         guidance_scale: float | None = None,
         top_k: int | None = None,
@@ -360,9 +382,12 @@ class ConditionalGeneration:
         return_dict_in_generate: bool = False,
         generation_config: GenerationConfig | None = None,
         progress=None,
+        on_audio=None,
         **unknown,
     ):
-        """Text (and melody) -> audio, as HF's ``generate``; the decode loop is one compiled XLA program.
+        """Text (and melody) -> audio, as HF's ``generate``; the decode loop is one compiled XLA program. Pieces
+        longer than one window (``duration`` past ``window_duration``) are generated window by window, as audiocraft
+        does (:mod:`musicgen_jax.long_form`).
 
         Args:
           input_ids, attention_mask: tokenized text ``(batch, seq)`` (from the processor).
@@ -373,13 +398,25 @@ class ConditionalGeneration:
             returns: the mask changes nothing, as in HF); exclusive with ``decoder_input_ids``.
           encoder_outputs: T5 states ``(batch, seq, d_model)`` (or HF's tuple of them) instead of ``input_ids``, as
             :meth:`get_unconditional_inputs` returns.
-          max_new_tokens / max_length / duration: length, in decoder steps, buffer length, or seconds of audio.
+          melody, melody_sampling_rate (MusicGen Melody): the melody waveform, ``(samples,)`` (one mono clip),
+            ``(batch, samples)`` (mono clips), ``(batch, channels, samples)`` or a list of clips, at
+            ``melody_sampling_rate`` (default :attr:`sampling_rate`); mixed to mono and resampled. One window reads
+            its chroma as the processor computes it (``input_features``, when given, is used instead); long-form
+            windows read it again for each window, tiled when shorter (the processor returns it as ``melody``).
+          max_new_tokens / max_length / duration: length, in decoder steps, buffer length (both one-shot, as HF), or
+            seconds of new audio.
+          window_duration, extend_stride: long-form windows (with ``duration``): each window holds
+            ``window_duration`` seconds (default 30) and starts ``extend_stride`` seconds (default 18, or 0.6 of the
+            window) after the one before, continuing the rest of it. One window (the prompt and ``duration`` fit in
+            ``window_duration``) is one-shot generation, as HF.
           do_sample, guidance_scale, top_k, top_p, temperature: as HF (defaults from ``generation_config.json``).
           seed / rng: an int seed in [0, 2**32) or a JAX key for sampling; the same seed gives the same audio.
           return_dict_in_generate: return :class:`GenerateOutput` (``.sequences`` audio, ``.audio_codes``, and
             ``.stats``, per-phase seconds on every call: see :class:`GenerateOutput`).
-          progress: optional ``callback(steps_done, steps_total)``: the loop then runs as compiled chunks of 32 steps
-            with one host sync per chunk (for a progress bar).
+          progress: optional ``callback(steps_done, steps_total)``, over the whole piece: the loop then runs as
+            compiled chunks of 32 steps with one host sync per chunk (for a progress bar).
+          on_audio: optional ``callback(audio (batch, channels, samples))`` with each stretch of audio as soon as it
+            is decoded (long-form: after each window), in order; together they are the returned audio.
 
         Returns:
           float32 numpy audio ``(batch, channels, samples)`` at ``self.sampling_rate``, or a :class:`GenerateOutput`.
@@ -407,47 +444,206 @@ class ConditionalGeneration:
         duration = None if duration is None else generation.check_duration(duration)
         max_new_tokens = generation.check_count(max_new_tokens, "max_new_tokens")
         max_length = generation.check_count(max_length, "max_length")
-        batch = generation.batch_of(
-            input_ids if states is None else states, input_features, decoder_input_ids, dec.num_codebooks, audio_prompt
-        )
+        if duration is None and (window_duration is not None or extend_stride is not None):
+            raise ValueError(
+                "window_duration and extend_stride apply to duration= (seconds, long-form); max_new_tokens and "
+                "max_length are one-shot, as in HF"
+            )
+        text_inputs = input_ids if states is None else states
+        batch = generation.batch_of(text_inputs, input_features, decoder_input_ids, dec.num_codebooks, audio_prompt)
+        clips = self._melody_clips(melody, melody_sampling_rate, text_inputs, input_features, decoder_input_ids, batch)
+        if clips is not None:
+            batch = len(clips)
 
         clock = generation.Clock()
-        conditions = clock.lap(
-            "text_encode_seconds",
-            generation.encode_conditions(self, input_ids, attention_mask, input_features, batch, knobs, states),
-        )
+        if input_features is not None:  # a plain checkpoint refuses a melody before anything runs
+            generation.check_features(input_features, self.config, batch, self.dtype)
+        text, mask = generation.encode_text(self, input_ids, attention_mask, batch, knobs, states)
         prompt = generation.prompt_codes(self, batch, decoder_input_ids, audio_prompt, knobs)
-        total = generation.decode_length(
-            self.config,
-            gen,
-            prompt.shape[1],
-            conditions.prefix_length,
-            max_new_tokens=max_new_tokens,
-            max_length=max_length,
-            duration=duration,
-        )
-        clock.lap("prompt_seconds")
+        frame_rate = self.config.audio_encoder.frame_rate
+        windows = None
+        if duration is not None:
+            windows = long_form.plan(duration, window_duration, extend_stride, prompt.shape[1] - 1, frame_rate)
         key = generation.sampling_key(seed, rng)
-        codes, loop = generation.run_loop(
-            self.params["decoder"], conditions, prompt, total, knobs, key, dec, progress, rules=self.rules
-        )
-        clock.add(loop)
-        audio = clock.lap("codec_decode_seconds", self.decode_audio(codes)).view(AudioArray)
+        if windows is None:
+            if input_features is None and clips is not None:
+                input_features = self._chroma(clips, padding=True)
+            conditions = clock.lap(
+                "text_encode_seconds", generation.build_conditions(self, text, mask, input_features, knobs)
+            )
+            total = generation.decode_length(
+                self.config,
+                gen,
+                prompt.shape[1],
+                conditions.prefix_length,
+                max_new_tokens=max_new_tokens,
+                max_length=max_length,
+                duration=duration,
+            )
+            clock.lap("prompt_seconds")
+            codes, loop = generation.run_loop(
+                self.params["decoder"], conditions, prompt, total, knobs, key, dec, progress, rules=self.rules
+            )
+            clock.add(loop)
+            with clock.phase("codec_decode_seconds") as done:
+                audio = self.decode_audio(codes, on_audio=on_audio)
+                done(audio)
+            steps = total - prompt.shape[1]
+        else:
+            codes, audio, loop = self._generate_windows(
+                windows,
+                text,
+                mask,
+                input_features,
+                clips,
+                prompt,
+                knobs,
+                key,
+                clock,
+                progress,
+                on_audio,
+                window_duration,
+            )
+            steps = sum(windows.steps(dec.num_codebooks // dec.audio_channels))
+        audio = audio.view(AudioArray)
         if not return_dict_in_generate:
             return audio
-        steps = total - prompt.shape[1]
         stats = {
             **clock.stats,
             "decode_steps": steps,
             "decode_steps_per_second": steps / max(loop["decode_seconds"], 1e-9),
             "audio_seconds": audio.shape[-1] / self.sampling_rate,
+            "windows": 1 if windows is None else len(windows.windows),
             "wall_seconds": time.perf_counter() - clock.started,
         }
         return GenerateOutput(sequences=audio, audio_codes=codes, stats=stats)
 
+    def _generate_windows(
+        self, windows, text, mask, input_features, clips, prompt, knobs, key, clock, progress, on_audio, window_duration
+    ):
+        """Long-form generation (:mod:`musicgen_jax.long_form`): the windows of ``windows``, the audio decoded in
+        chunks as each window ends. Returns ``(codes, audio, loop timings)``."""
+        cfg = self.config
+        if input_features is not None and clips is None:
+            raise ValueError(
+                "long-form generation with a melody reads it again for every window: pass the waveform as melody= "
+                "(the processor returns it under 'melody'), not only input_features"
+            )
+        fr, sr = cfg.audio_encoder.frame_rate, self.sampling_rate
+        window_samples = windows.window * sr // fr
+
+        def conditions_for(window):
+            with clock.phase("text_encode_seconds") as done:
+                feats = None
+                if clips is not None:
+                    start = window.offset * sr // fr  # audiocraft: int(offset / frame_rate * sample_rate)
+                    feats = self._chroma(melody_module.window_waves(clips, start, window_samples))
+                conditions = generation.build_conditions(self, text, mask, feats, knobs)
+                done(conditions)
+            if window.index == 0:
+                seconds = long_form.DEFAULT_WINDOW_SECONDS if window_duration is None else window_duration
+                message = long_form.window_error(
+                    cfg, conditions.prefix_length, windows.window, seconds, default=window_duration is None
+                )
+                if message:
+                    raise ValueError(message)
+            return conditions
+
+        stream = self._audio_stream(windows.total)
+        pieces = []
+
+        def on_codes(new):
+            with clock.phase("codec_decode_seconds") as done:
+                for piece in stream.push(new):
+                    pieces.append(piece)
+                    if on_audio is not None:
+                        on_audio(piece)
+                done(pieces[-1:])
+
+        codes, loop = long_form.run(
+            self.params["decoder"],
+            windows,
+            conditions_for,
+            prompt,
+            knobs,
+            key,
+            cfg.decoder,
+            progress=progress,
+            rules=self.rules,
+            on_codes=on_codes,
+        )
+        clock.add(loop)
+        with clock.phase("codec_decode_seconds") as done:
+            for piece in stream.finish():
+                pieces.append(piece)
+                if on_audio is not None:
+                    on_audio(piece)
+            done(pieces[-1:])
+        return codes, np.concatenate(pieces, axis=-1), loop
+
+    def _melody_clips(self, melody, melody_sampling_rate, text_inputs, input_features, decoder_input_ids, batch):
+        """``melody`` as mono clips at the model's rate (None without one); the batch from it when nothing else says."""
+        if melody is None:
+            if melody_sampling_rate is not None:
+                raise ValueError("melody_sampling_rate is given without a melody")
+            return None
+        if self.config.decoder.cross_attention:
+            raise ValueError("plain MusicGen takes no melody; use a MusicGen Melody checkpoint")
+        given = text_inputs is not None or input_features is not None or decoder_input_ids is not None
+        count = batch if given else melody_module.clip_count(melody)
+        return melody_module.melody_items(melody, count, melody_sampling_rate, self.sampling_rate)
+
+    @property
+    def feature_extractor(self):
+        """MusicGen Melody's chroma feature extractor: the checkpoint's ``preprocessor_config.json`` when it has one,
+        else HF's defaults at the model's rate (what ``generate(melody=...)`` computes chroma with)."""
+        if self._feature_extractor is None:
+            from musicgen_jax.chroma import MusicgenMelodyFeatureExtractor
+            from musicgen_jax.feature_files import FEATURE_EXTRACTOR_NAME
+
+            source = self.source_dir
+            if source is not None and os.path.isfile(os.path.join(source, FEATURE_EXTRACTOR_NAME)):
+                self._feature_extractor = MusicgenMelodyFeatureExtractor.from_pretrained(source)
+            else:
+                chroma = self.config.num_chroma
+                self._feature_extractor = MusicgenMelodyFeatureExtractor(
+                    feature_size=chroma, num_chroma=chroma, sampling_rate=self.sampling_rate
+                )
+        return self._feature_extractor
+
+    def _chroma(self, clips, padding=True) -> np.ndarray:
+        """One-hot chroma ``(B, M, C)`` of mono clips at the model's rate, as the processor computes it."""
+        return self.feature_extractor(clips, sampling_rate=self.sampling_rate, padding=padding)["input_features"]
+
+    def _audio_stream(self, total_frames: int):
+        """The chunked codec decode of ``total_frames`` frames (:mod:`musicgen_jax.chunked_decode`)."""
+        fr = self.config.audio_encoder.frame_rate
+        return chunked_decode.StreamingDecoder(
+            self._decode_codes,
+            total_frames,
+            self.config.audio_encoder.hop_length,
+            chunked_decode.frames_for(self.audio_chunk_seconds, fr),
+            chunked_decode.frames_for(self.audio_overlap_seconds, fr),
+        )
+
     @_on_own_mesh
-    def decode_audio(self, codes_BKY) -> np.ndarray:
-        """Codes ``(batch, num_codebooks, frames)`` -> float32 audio ``(batch, audio_channels, samples)``."""
+    def decode_audio(self, codes_BKY, on_audio=None) -> np.ndarray:
+        """Codes ``(batch, num_codebooks, frames)`` -> float32 audio ``(batch, audio_channels, samples)``.
+
+        Long sequences are decoded in overlapping chunks of :attr:`audio_chunk_seconds` (peak memory flat in
+        length, one compiled program for every length; at least 60 dB SNR against one pass, see
+        :mod:`musicgen_jax.chunked_decode`). ``on_audio(piece)``: called with each decoded stretch, in order."""
+        codes = np.asarray(codes_BKY)
+        stream = self._audio_stream(codes.shape[-1])
+        pieces = stream.push(codes) + stream.finish()
+        if on_audio is not None:
+            for piece in pieces:
+                on_audio(piece)
+        return np.concatenate(pieces, axis=-1)
+
+    def _decode_codes(self, codes_BKY) -> np.ndarray:
+        """One pass of the codec: codes ``(B, K, Y)`` -> audio ``(B, channels, Y * hop)`` (stereo: left and right
+        codebooks decoded apart)."""
         codes = jnp.asarray(codes_BKY, jnp.int32)
         codec = self.audio_encoder
         if self.config.decoder.audio_channels == 2:

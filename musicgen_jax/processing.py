@@ -15,6 +15,7 @@ from musicgen_jax.batch_feature import BatchEncoding, BatchFeature
 from musicgen_jax.chroma import MusicgenMelodyFeatureExtractor
 from musicgen_jax.config import ConfigError, read_json
 from musicgen_jax.encodec_features import EncodecFeatureExtractor, is_array, load_feature_extractor_dict
+from musicgen_jax.melody import as_batch
 from musicgen_jax.tokenizer import T5TextTokenizer
 
 # Which keyword goes where (HF's ProcessorMixin routes them the same way; `padding` goes to both).
@@ -46,7 +47,8 @@ class ProcessorBase:
 class MusicgenMelodyProcessor(ProcessorBase):
     """``processor(text=[...], audio=..., sampling_rate=..., padding=True, return_tensors="np")`` gives the inputs
     of :meth:`MusicgenMelodyForConditionalGeneration.generate`: ``input_ids``/``attention_mask`` from the tokenizer
-    and ``input_features`` ``(batch, frames, 12)`` from the feature extractor.
+    and ``input_features`` ``(batch, frames, 12)`` from the feature extractor; with audio also ``melody``, the
+    mono waveform at the extractor's rate (32 kHz), whole, from which long-form generation reads each window's chroma.
 
     ``return_tensors`` may be ``"np"``, ``"pt"`` or ``"jax"``: numpy arrays are returned in every case.
     ``max_length`` and ``truncation`` apply to the text (audio is truncated to the extractor's ``chunk_length``).
@@ -75,6 +77,10 @@ class MusicgenMelodyProcessor(ProcessorBase):
             if text is not None:  # the text's attention mask is what generate needs
                 features.pop("attention_mask", None)
             out.update(features)
+            # the whole mono waveform at the extractor's rate, untruncated: long-form generation reads each window's
+            # chroma from it (a (B, A) array, or a list when the clips differ in length)
+            fe = self.feature_extractor
+            out["melody"] = as_batch(fe.mono_clips(audio, audio_kwargs.get("sampling_rate")))
         return out
 
     def get_unconditional_inputs(self, num_samples: int = 1, return_tensors: str = "np") -> BatchEncoding:  # noqa: ARG002

@@ -239,25 +239,32 @@ def _prefill(decoder_params, conditions, prompt_BKQ, rng, spec: LoopSpec) -> Dec
     return DecodeState(jnp.asarray(Q, jnp.int32), tokens, cache, logits, rng)
 
 
-def _advance(decoder_params, state: DecodeState, pattern_BKT, sampling, spec: LoopSpec, num_steps: int):
-    """``num_steps`` scan steps: sample position ``step``, write it, run it through the decoder."""
+def _advance(decoder_params, state: DecodeState, pattern_BKT, sampling, spec: LoopSpec, num_steps):
+    """``num_steps`` loop steps: sample position ``step``, write it, run it through the decoder. ``num_steps`` may be
+    traced (an int32 scalar): under jit one program then runs any number of steps (a progress chunk, a window's
+    steps, a last partial window), where a static count would compile one program per count."""
     prefix_len = state.cache.capacity - spec.max_length
 
-    def step(state: DecodeState, _):
+    def step(_, state: DecodeState) -> DecodeState:
         ids_BK, rng = _sample(state, pattern_BKT, sampling, spec)
         tokens = jax.lax.dynamic_update_index_in_dim(state.tokens_BKT, ids_BK, state.step, axis=2)
         logits, cache = _run(decoder_params, spec, ids_BK[:, :, None], state.cache, prefix_len + state.step)
-        return DecodeState(state.step + 1, tokens, cache, logits, rng), None
+        return DecodeState(state.step + 1, tokens, cache, logits, rng)
 
-    if num_steps > 0:
-        state, _ = jax.lax.scan(step, state, None, length=num_steps)
-    return state
+    # A traced trip count makes this a while loop; a Python int, a scan (same cost per step, measured on XLA:CPU).
+    return jax.lax.fori_loop(0, num_steps, step, state)
 
 
 def _finish(state: DecodeState, pattern_BKT, sampling, spec: LoopSpec):
     """The last position needs a sample but no forward pass after it."""
     ids_BK, _ = _sample(state, pattern_BKT, sampling, spec)
     return jax.lax.dynamic_update_index_in_dim(state.tokens_BKT, ids_BK, state.step, axis=2)
+
+
+def _steps_spec(spec: LoopSpec) -> LoopSpec:
+    """The spec the steps compile under: ``shared_uncond`` only changes the prefill, so a window that shares the
+    unconditional row and one that does not run the same step programs."""
+    return dataclasses.replace(spec, shared_uncond=False)
 
 
 def _spec(config, max_length, do_sample, top_k, use_top_p, use_cfg, shared_uncond=False) -> LoopSpec:
@@ -322,7 +329,7 @@ def decode(
 
 
 _prefill_jit = jax.jit(_prefill, static_argnames=("spec",))
-_advance_jit = jax.jit(_advance, static_argnames=("spec", "num_steps"), donate_argnames=("state",))
+_advance_jit = jax.jit(_advance, static_argnames=("spec",), donate_argnames=("state",))
 _finish_jit = jax.jit(_finish, static_argnames=("spec",))
 
 
@@ -375,32 +382,41 @@ def run_loop(
     *,
     chunk: int | None = None,
     on_chunk=None,
+    stop: int | None = None,
     **static,
 ) -> tuple[jax.Array, dict]:
-    """:func:`decode` as three compiled programs (prefill, the scanned steps, the last sample), timed.
+    """:func:`decode` as three compiled programs (prefill, the steps, the last sample), timed.
 
-    ``chunk``: run the steps as compiled chunks of that many steps, calling ``on_chunk(steps_done, steps_total)`` on
-    the host between chunks (a progress bar; one host sync per chunk, none per step). Same tokens as :func:`decode`.
-    Each program compiles once per shape and static arguments (jit's cache): a repeated call compiles nothing.
+    ``chunk``: run the steps as chunks of that many steps, calling ``on_chunk(steps_done, steps_total)`` on the host
+    between chunks (a progress bar; one host sync per chunk, none per step). Same tokens as :func:`decode`.
+    ``stop``: generate buffer positions up to ``stop`` only (default ``max_length``); the buffer and the cache keep
+    ``max_length`` positions, so a shorter run (long-form generation's last window) reuses the programs compiled
+    for a full one. Positions from ``stop`` on are left as zeros.
+    Each program compiles once per shape and static arguments (jit's cache); the step count is not one of them, so
+    any ``chunk`` and any ``stop`` run the same step program.
 
     Returns ``(tokens_BKT, timings)``: ``prefill_seconds``, ``decode_seconds`` (the steps) and ``compile_seconds``
     (tracing, lowering and XLA compilation during this call, excluded from the other two).
     """
     spec = _spec(**static)
-    total = spec.max_length - prompt_BKQ.shape[2]
-    if total <= 0:
+    stop = spec.max_length if stop is None else int(stop)
+    if not prompt_BKQ.shape[2] < stop <= spec.max_length:
         raise ValueError(
-            f"max_length {spec.max_length} leaves nothing to generate after {prompt_BKQ.shape[2]} positions"
+            f"stop {stop} must lie in ({prompt_BKQ.shape[2]}, max_length {spec.max_length}]: nothing to generate"
+            if stop <= prompt_BKQ.shape[2]
+            else f"stop {stop} is past max_length {spec.max_length}"
         )
+    total = stop - prompt_BKQ.shape[2]
+    steps = _steps_spec(spec)
     timings: dict = {"compile_seconds": 0.0}
     with _Phase(timings, "prefill_seconds"):
         state = jax.block_until_ready(_prefill_jit(decoder_params, prefix_BPD, prompt_BKQ, rng, spec=spec))
     with _Phase(timings, "decode_seconds"):
         done, remaining = 1, total - 1  # the prefill's logits give the first position
-        step = remaining if chunk is None else chunk
+        size = remaining if chunk is None else chunk
         while remaining > 0:
-            n = min(step, remaining)
-            state = _advance_jit(decoder_params, state, pattern_BKT, sampling, spec=spec, num_steps=n)
+            n = min(size, remaining)
+            state = _advance_jit(decoder_params, state, pattern_BKT, sampling, spec=steps, num_steps=np.int32(n))
             remaining -= n
             done += n
             if on_chunk is not None:
@@ -409,5 +425,5 @@ def run_loop(
         # Wait for the steps before the last program is dispatched: its first-call compile would otherwise overlap
         # them and be subtracted from them.
         jax.block_until_ready(state.step)
-        tokens = jax.block_until_ready(_finish_jit(state, pattern_BKT, sampling, spec=spec))
+        tokens = jax.block_until_ready(_finish_jit(state, pattern_BKT, sampling, spec=steps))
     return tokens, timings

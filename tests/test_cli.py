@@ -277,3 +277,89 @@ def test_unwritable_output_fails_before_any_work(noise_dir, capsys):
     # /proc refuses new files even to root; the CLI probes the path before loading anything.
     code, _, err = _run(capsys, "generate", "--model", noise_dir, "--text", "x", "--out", "/proc/musicgen.wav")
     _assert_one_line_error(code, err, "cannot write in")
+
+
+# -- long-form generation (issue 18) -----------------------------------------------------------------------------------
+
+
+def test_long_form_cli_writes_the_output_as_it_grows(noise_dir, tmp_path, capsys, monkeypatch):
+    from musicgen_jax import audio
+
+    melody = tmp_path / "tune.wav"
+    t = np.arange(32000 * 7) / 32000  # 7 s: shorter than the piece, so it is tiled
+    soundfile.write(melody, np.sin(2 * np.pi * 440 * t * (1 + t)) * 0.3, 32000)
+    grown = []  # the partial file's readable frames after each append
+    append = audio.WavWriter.append
+
+    def spy(self, wave):
+        append(self, wave)
+        grown.append(soundfile.info(self.partial_path).frames)
+
+    monkeypatch.setattr(audio.WavWriter, "append", spy)
+    out = tmp_path / "long.wav"
+    argv = ["generate", "--model", noise_dir, "--text", "piano", "--melody", str(melody), "--greedy"]
+    code, stdout, err = _run(capsys, *argv, "--duration", "30", "--window", "10", "--stride", "6", "--out", str(out))
+    assert code == 0, err
+    assert "5 windows; the audio grows in " in err and ".partial-" in err
+    wave, rate = soundfile.read(out, dtype="float32")
+    assert rate == 32000 and len(wave) == 1500 * 640  # 30 s at 50 frames/s, decoded 10 s at a time
+    assert len(grown) >= 3 and grown == sorted(grown) and grown[-1] == len(wave) and grown[0] < len(wave)
+    assert not list(tmp_path.glob("*.partial-*.wav"))
+    # the CLI's file is what generate returns for the processor's inputs
+    model = MusicgenMelodyForConditionalGeneration.from_pretrained(noise_dir)
+    processor = MusicgenMelodyProcessor.from_pretrained(noise_dir)
+    from musicgen_jax import audio as audio_module
+
+    clip, clip_rate = audio_module.load(melody)
+    inputs = processor(text=["piano"], audio=[clip], sampling_rate=clip_rate, padding=True)
+    ref = model.generate(**inputs, duration=30.0, window_duration=10.0, extend_stride=6.0, do_sample=False, seed=0)
+    np.testing.assert_array_equal(wave, ref[0, 0])
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--max-new-tokens", "8", "--window", "10"], "--window and --stride apply to --duration"),
+        (["--duration", "40", "--stride", "30"], "--stride 30 s must be shorter than the window (30 s)"),
+        (["--duration", "40", "--window", "10", "--stride", "12"], "--stride 12 s must be shorter than the window"),
+        (["--duration", "40", "--stride", "0"], "--stride must be a positive finite number"),
+        (["--duration", "4000"], "--duration 4000 s is past the cap of 3600 s"),
+    ],
+)
+def test_bad_long_form_flags_fail_in_one_line(noise_dir, tmp_path, capsys, extra, match):
+    code, _, err = _run(
+        capsys, "generate", "--model", noise_dir, "--text", "piano", "--out", str(tmp_path / "o.wav"), *extra
+    )
+    _assert_one_line_error(code, err, match)
+
+
+def test_killed_long_form_run_leaves_a_playable_partial_and_no_output(noise_dir, tmp_path):
+    import signal
+
+    out = tmp_path / "long.wav"
+    argv = ["generate", "--model", noise_dir, "--text", "piano", "--duration", "600", "--window", "2", "--stride", "1"]
+    child = subprocess.Popen(
+        [sys.executable, "-c", "from musicgen_jax.cli import main; main()", *argv, "--out", str(out), "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        partial = []
+        while time.monotonic() < deadline and child.poll() is None:
+            partial = [p for p in tmp_path.glob("long.partial-*.wav") if p.stat().st_size > 4096]
+            if partial:
+                break
+            time.sleep(0.05)
+        assert partial and child.poll() is None, f"no growing output before the end: {child.stderr.read()!r}"
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == -signal.SIGKILL
+    assert not out.exists()
+    info = soundfile.info(partial[0])  # what was written so far plays
+    assert info.samplerate == 32000 and info.frames > 0 and info.frames % 640 == 0
+    wave, _ = soundfile.read(partial[0], dtype="float32")
+    assert np.isfinite(wave).all()

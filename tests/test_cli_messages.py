@@ -118,10 +118,16 @@ def test_a_prompt_too_long_says_by_how_many_tokens(hf_dir, tmp_path, capsys):
 
 
 def test_a_length_too_large_says_the_most_that_fits(hf_dir, tmp_path, capsys):
-    code, err = _generate(capsys, hf_dir, tmp_path, "--text", "piano", "--duration", "40")
+    code, err = _generate(capsys, hf_dir, tmp_path, "--text", "piano", "--duration", "40", "--window", "40")
     line = _one_line_error(code, err)
     assert line.startswith("duration 40.0 s does not fit: ") and "max_position_embeddings 2048" in line
     assert float(re.fullmatch(r".*; at most (\d+\.\d+) s fits", line).group(1)) > 0
+    # past one window it is long-form: the window must fit (this checkpoint's codec runs at 8000 frames/s)
+    code, err = _generate(capsys, hf_dir, tmp_path, "--text", "piano", "--duration", "40")
+    line = _one_line_error(code, err)
+    assert line.startswith("the default --window 30 s does not fit: ") and "max_position_embeddings 2048" in line
+    assert float(re.fullmatch(r".*; at most (\d+\.\d+) s fits", line).group(1)) > 0
+    assert not list(tmp_path.glob("*.partial-*.wav"))  # the growing output files are gone
     code, err = _generate(capsys, hf_dir, tmp_path, "--text", "piano", "--max-new-tokens", "5000")
     line = _one_line_error(code, err)
     assert line.startswith("max_new_tokens 5000 does not fit: ")

@@ -251,13 +251,19 @@ def test_a_length_too_large_says_the_longest_that_fits_in_the_unit_asked(mono):
     assert message.startswith("max_new_tokens 5000 does not fit:") and f"ask for at most {room} new tokens" in message
     message = _length_message(ours, input_ids=ids, max_length=5000)
     assert f"ask for max_length at most {room + 1} ({room} new tokens)" in message
-    message = _length_message(ours, input_ids=ids, duration=40.0)
+    # one window (window_duration >= duration) is one-shot: the duration itself does not fit
+    message = _length_message(ours, input_ids=ids, duration=40.0, window_duration=40.0)
     assert message.startswith("duration 40.0 s does not fit:") and message.endswith(" s fits")
     seconds = float(message.split("at most ")[1].split(" s fits")[0])
     frame_rate = ours.config.audio_encoder.frame_rate
     # the longest duration shown fits: its frames + the delay pattern's 3 extra steps <= the room
     assert 0 < seconds and math.ceil(seconds * frame_rate - 1e-6) + 3 <= room
     assert math.ceil((seconds + 2 / frame_rate) * frame_rate) + 3 > room  # and it is not far below the limit
+    # past one window, generation is long-form: then the window must fit, and the message says how long one may be
+    message = _length_message(ours, input_ids=ids, duration=40.0)
+    assert message.startswith("the default window_duration 30 s does not fit:") and message.endswith(" s fits")
+    window = float(message.split("at most ")[1].split(" s fits")[0])
+    assert round(window * frame_rate) + 4 + CHROMA + 3 <= POSITIONS  # that window, start token and delays fit
 
 
 @pytest.mark.parametrize("duration", [float("nan"), float("inf"), -1.0, 0, "2"])

@@ -169,7 +169,9 @@ def test_processor_outputs_are_hf_s_batch_types(checkpoint):
     melody = np.sin(np.arange(9000) * 0.03).astype(np.float32)
     inputs = processor(text=TEXTS[:2], audio=[melody, melody], sampling_rate=32000, padding=True, return_tensors="pt")
     assert type(inputs) is BatchFeature
-    assert set(inputs.keys()) == {"input_ids", "attention_mask", "input_features"}
+    # HF's three keys, and the whole mono waveform that long-form generation reads each window's chroma from
+    assert set(inputs.keys()) == {"input_ids", "attention_mask", "input_features", "melody"}
+    np.testing.assert_array_equal(inputs.melody, np.stack([melody, melody]))
     for key in inputs:
         assert getattr(inputs, key) is inputs[key] and isinstance(inputs[key], np.ndarray)
     with pytest.raises(AttributeError, match="'decoder_input_ids'"):

@@ -203,6 +203,15 @@ def _device_checks() -> None:
     )
     results["generate_codes_equal"] = bool(np.array_equal(single.audio_codes, multi.audio_codes))
     results["generate_audio_diff"] = float(np.max(np.abs(single.sequences - multi.sequences)))
+    # Long-form windows (issue 18) on the mesh: 100 frames in windows of 40 every 24, each reading its melody.
+    melody = np.random.default_rng(3).standard_normal((BATCH, 300)).astype(np.float32)
+    long = dict(kwargs, max_new_tokens=None, duration=0.0125, window_duration=0.005, extend_stride=0.003)
+    single = MusicgenMelodyForConditionalGeneration(config, params).generate(text, mask, melody=melody, **long)
+    multi = MusicgenMelodyForConditionalGeneration(config, sharding.shard_params(params, mesh)).generate(
+        text, mask, melody=melody, **long
+    )
+    results["long_form_windows"] = multi.stats["windows"]
+    results["long_form_codes_equal"] = bool(np.array_equal(single.audio_codes, multi.audio_codes))
 
     results["seconds_before_restore"] = time.perf_counter() - started
     # Orbax: a state saved from one device restores straight into the mesh's shardings.
@@ -390,6 +399,7 @@ def test_kv_cache_stays_split_inside_the_decode_loop(results):
 def test_generate_with_sharded_params(results):
     assert results["generate_codes_equal"]
     assert results["generate_audio_diff"] <= 1e-5
+    assert results["long_form_windows"] == 4 and results["long_form_codes_equal"]
 
 
 def test_checkpoint_restores_into_shardings(results):
