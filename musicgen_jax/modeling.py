@@ -727,7 +727,8 @@ class GenerateOutput:
       compiling inside any phase is counted in ``compile_seconds`` only): ``text_encode_seconds`` (T5 and the
       conditioning prefix), ``prompt_seconds`` (prompt codes, EnCodec-encoding an audio prompt), ``prefill_seconds``,
       ``decode_seconds`` (the scanned steps), ``codec_decode_seconds`` (codes to audio), ``compile_seconds``;
-      and ``decode_steps``, ``decode_steps_per_second``, ``audio_seconds``, ``wall_seconds``.
+      and ``decode_steps``, ``decode_steps_per_second``, ``audio_seconds``, ``windows`` (1, or the long-form
+      windows run), ``wall_seconds``. Long-form: summed over the windows.
     """
 
     sequences: np.ndarray

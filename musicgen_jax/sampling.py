@@ -400,12 +400,10 @@ def run_loop(
     """
     spec = _spec(**static)
     stop = spec.max_length if stop is None else int(stop)
-    if not prompt_BKQ.shape[2] < stop <= spec.max_length:
-        raise ValueError(
-            f"stop {stop} must lie in ({prompt_BKQ.shape[2]}, max_length {spec.max_length}]: nothing to generate"
-            if stop <= prompt_BKQ.shape[2]
-            else f"stop {stop} is past max_length {spec.max_length}"
-        )
+    if stop <= prompt_BKQ.shape[2]:
+        raise ValueError(f"max_length {stop} leaves nothing to generate after {prompt_BKQ.shape[2]} positions")
+    if stop > spec.max_length:
+        raise ValueError(f"stop {stop} is past the buffer's max_length {spec.max_length}")
     total = stop - prompt_BKQ.shape[2]
     steps = _steps_spec(spec)
     timings: dict = {"compile_seconds": 0.0}
