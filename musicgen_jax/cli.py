@@ -1,4 +1,4 @@
-"""The ``musicgen-jax`` command: ``generate``, ``convert``, ``random-checkpoint``, ``finetune`` and ``verify``.
+"""The ``musicgen-jax`` command: ``generate``, ``batch``, ``convert``, ``random-checkpoint``, ``finetune``, ``verify``.
 
 Every expected failure (bad checkpoint, bad audio, bad argument, unwritable output) ends with one line on stderr
 and exit status 2; set ``MUSICGEN_JAX_DEBUG=1`` to see the traceback instead.
@@ -213,6 +213,106 @@ def _check_windows(args) -> tuple[float | None, float | None]:
     return window, args.stride
 
 
+def cmd_batch(args) -> int:
+    """A job file on this process (or its share of it, with several): exit 0 when every job is done."""
+    from musicgen_jax import jobs
+    from musicgen_jax.generation import check_duration
+
+    if args.batch_size is not None and args.batch_size < 1:
+        raise CLIError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    if args.text_length is not None and args.text_length < 1:
+        raise CLIError(f"--text-length must be a positive integer, got {args.text_length}")
+    given = {
+        "batch_size": args.batch_size,
+        "text_length": args.text_length,
+        "buckets": None if args.buckets is None else _buckets(args.buckets),
+        "window_duration": None if args.window is None else check_duration(args.window, "--window"),
+        "extend_stride": None if args.stride is None else check_duration(args.stride, "--stride"),
+    }
+    settings = jobs.Settings(**{k: v for k, v in given.items() if v is not None})
+    process_id, num_processes = _distributed(args)
+
+    def load_model():
+        from musicgen_jax import MusicgenMelodyForConditionalGeneration, hub
+        from musicgen_jax.tokenizer import T5TextTokenizer
+
+        model = MusicgenMelodyForConditionalGeneration.from_pretrained(
+            args.model, dtype=args.dtype, matmul_precision=args.matmul_precision
+        )
+        return model, T5TextTokenizer.from_pretrained(hub.resolve(args.model))
+
+    try:
+        summary = jobs.run(
+            load_model,
+            args.jobs,
+            args.out,
+            settings,
+            process_id=process_id,
+            num_processes=num_processes,
+            progress=not args.quiet,
+        )
+    except jobs.JobError as e:
+        raise CLIError(str(e)) from None
+    which = "" if num_processes == 1 else f"process {process_id} of {num_processes}: "
+    manifest = os.path.join(args.out, jobs.manifest_name(process_id, num_processes))
+    rate = summary.audio_seconds / max(summary.wall_seconds, 1e-9)
+    print(
+        f"{which}{summary.ok} done, {summary.failed} failed, {summary.skipped} already done | "
+        f"{summary.audio_seconds:.1f} s of audio in {summary.wall_seconds:.1f} s ({rate:.2f} audio s/s; compile "
+        f"{summary.compile_seconds:.1f} s) | manifest {manifest}"
+    )
+    return summary.exit_status
+
+
+def _buckets(text: str) -> tuple[float, ...]:
+    from musicgen_jax.generation import check_duration
+
+    try:
+        values = tuple(check_duration(float(part), "--buckets") for part in text.split(",") if part.strip())
+    except ValueError:
+        raise CLIError(
+            f"--buckets must be positive seconds separated by commas, e.g. 2,5,10,30; got {text!r}"
+        ) from None
+    if not values:
+        raise CLIError("--buckets must hold at least one duration")
+    return values
+
+
+def _distributed(args) -> tuple[int, int]:
+    """``jax.distributed`` from the flags (all three, as ``jax.distributed.initialize`` names them), or as JAX
+    detects a TPU pod or SLURM job; ``(process_id, num_processes)``, ``(0, 1)`` on one process."""
+    flags = (args.coordinator_address, args.num_processes, args.process_id)
+    if any(f is not None for f in flags) and not all(f is not None for f in flags):
+        raise CLIError("--coordinator-address, --num-processes and --process-id go together")
+    if args.num_processes is not None:
+        if args.num_processes < 1 or not 0 <= args.process_id < args.num_processes:
+            raise CLIError(f"--process-id {args.process_id} must lie in [0, --num-processes {args.num_processes})")
+        if args.num_processes == 1:
+            return 0, 1
+    import jax
+
+    if args.num_processes is not None:
+        jax.distributed.initialize(
+            coordinator_address=args.coordinator_address,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+        )
+    elif _cluster_detected():
+        jax.distributed.initialize()  # JAX reads the TPU pod's or SLURM's environment
+    else:
+        return 0, 1
+    return jax.process_index(), jax.process_count()
+
+
+def _cluster_detected() -> bool:
+    """A multi-process environment JAX's ``jax.distributed.initialize()`` detects by itself: a SLURM job of several
+    tasks or a multi-host TPU slice."""
+    env = os.environ
+    if int(env.get("SLURM_NTASKS", "1") or 1) > 1 and "SLURM_JOB_ID" in env:
+        return True
+    return len([h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]) > 1
+
+
 def cmd_convert(args) -> int:
     from musicgen_jax import MusicgenMelodyForConditionalGeneration
 
@@ -323,6 +423,39 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     compilation_cache.add_argument(gen)
     gen.set_defaults(func=cmd_generate)
+
+    bat = sub.add_parser(
+        "batch",
+        help="a JSONL job file to WAVs and a manifest, on one process or many",
+        description="Runs a job file (one JSON object per line: id, text, duration, seed, optional melody, "
+        "guidance_scale, top_k, top_p, temperature, do_sample) into DIR/<id>.wav and DIR/manifest*.jsonl. A rerun "
+        "skips finished jobs and retries failed ones. Exits 0 when every job succeeded, 1 when one failed, 2 on "
+        "bad arguments.",
+    )
+    bat.add_argument("--model", required=True, help="checkpoint directory, converted directory, or Hub id")
+    bat.add_argument("--jobs", required=True, help="the job file (JSONL); melody paths are relative to its folder")
+    bat.add_argument("--out", required=True, help="output folder: <id>.wav per job and the manifest")
+    bat.add_argument("--batch-size", type=int, help="rows per compiled batch (default 4)")
+    bat.add_argument(
+        "--text-length",
+        type=int,
+        help="tokens every prompt is padded to (default 64); a longer prompt is an error for its job",
+    )
+    bat.add_argument(
+        "--buckets",
+        help="durations (s) a job is rounded up to for its compiled shape (default 1,2,4,8,15,30); past the "
+        "window, long-form",
+    )
+    bat.add_argument("--window", type=float, help="long-form window in seconds (default 30)")
+    bat.add_argument("--stride", type=float, help="long-form stride in seconds (default 18, or 0.6 of --window)")
+    bat.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"])
+    bat.add_argument("--matmul-precision", default=None, choices=["highest", "high", "default"])
+    bat.add_argument("--coordinator-address", help="HOST:PORT of process 0 (jax.distributed.initialize)")
+    bat.add_argument("--num-processes", type=int, help="processes in the job (jax.distributed.initialize)")
+    bat.add_argument("--process-id", type=int, help="this process's index (jax.distributed.initialize)")
+    bat.add_argument("--quiet", action="store_true", help="no progress bar")
+    compilation_cache.add_argument(bat)
+    bat.set_defaults(func=cmd_batch)
 
     conv = sub.add_parser("convert", help="HF checkpoint -> musicgen-jax (orbax) directory")
     conv.add_argument("--src", required=True, help="HF checkpoint directory or Hub id")

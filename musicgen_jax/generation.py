@@ -24,22 +24,37 @@ from musicgen_jax import core, sampling, sharding
 from musicgen_jax.config import GenerationConfig
 from musicgen_jax.decoder import Conditions
 
+PerRow = float | tuple  # a knob: one value, or one per row (the batch job runner's per-job knobs)
+
 
 @dataclasses.dataclass(frozen=True)
 class Knobs:
-    """How to sample, resolved from the generation config and ``generate``'s arguments (validated)."""
+    """How to sample, resolved from the generation config and ``generate``'s arguments (validated).
+    ``top_p``, ``temperature`` and ``guidance_scale`` may hold one value per row (a tuple)."""
 
     do_sample: bool
     top_k: int
-    top_p: float
-    temperature: float
-    guidance_scale: float | None
+    top_p: PerRow
+    temperature: PerRow
+    guidance_scale: PerRow | None
     bos_token_id: int
     pad_token_id: int
 
     @property
     def use_cfg(self) -> bool:
-        return self.guidance_scale is not None and self.guidance_scale > 1
+        return self.guidance_scale is not None and bool(np.all(np.asarray(self.guidance_scale) > 1))
+
+    @property
+    def use_top_p(self) -> bool:
+        return self.do_sample and bool(np.any(np.asarray(self.top_p) < 1.0))
+
+    def sampling_params(self) -> sampling.SamplingParams:
+        """The loop's dynamic knobs (scalars, or ``(B,)`` for per-row knobs)."""
+        return sampling.SamplingParams(
+            jnp.asarray(self.temperature, jnp.float32),
+            jnp.asarray(self.top_p, jnp.float32),
+            jnp.asarray(self.guidance_scale if self.use_cfg else 1.0, jnp.float32),
+        )
 
 
 def resolve_knobs(
@@ -52,19 +67,42 @@ def resolve_knobs(
     top_p=None,
     temperature=None,
 ) -> Knobs:
-    """Stage 1: arguments override the generation config (HF's precedence); special tokens from both."""
+    """Stage 1: arguments override the generation config (HF's precedence); special tokens from both.
+    ``top_p``, ``temperature`` and ``guidance_scale`` may be sequences, one value per row."""
     do_sample = gen.do_sample if do_sample is None else bool(do_sample)
-    top_k, top_p, temperature, guidance_scale = check_sampling(
-        do_sample,
-        gen.top_k if top_k is None else top_k,
-        gen.top_p if top_p is None else top_p,
-        gen.temperature if temperature is None else temperature,
-        gen.guidance_scale if guidance_scale is None else guidance_scale,
-    )
+    values = {
+        "top_p": gen.top_p if top_p is None else top_p,
+        "temperature": gen.temperature if temperature is None else temperature,
+        "guidance_scale": gen.guidance_scale if guidance_scale is None else guidance_scale,
+    }
+    names = ("top_k", "top_p", "temperature", "guidance_scale")
+
+    def check(name, value):  # one knob, with check_sampling's rule and message
+        return check_sampling(do_sample, **{**dict.fromkeys(names), name: value})[names.index(name)]
+
+    top_k = check("top_k", gen.top_k if top_k is None else top_k)
+    for name, value in values.items():
+        per_row = isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.ndim == 1)
+        if per_row and not len(value):
+            raise ValueError(f"{name} must be a number or one number per row, got an empty sequence")
+        values[name] = tuple(check(name, item) for item in value) if per_row else check(name, value)
+    guidance = values["guidance_scale"]
+    if isinstance(guidance, tuple) and len({g > 1 for g in guidance}) > 1:
+        raise ValueError(
+            f"guidance_scale per row must be all > 1 (guidance on) or all <= 1 (off) in one batch, got {list(guidance)}"
+        )
     bos = gen.decoder_start_token_id if gen.decoder_start_token_id is not None else gen.bos_token_id
     bos = decoder_config.bos_token_id if bos is None else bos
     pad = decoder_config.pad_token_id if gen.pad_token_id is None else gen.pad_token_id
-    return Knobs(do_sample, top_k, top_p, temperature, guidance_scale, bos, pad)
+    return Knobs(do_sample, top_k, values["top_p"], values["temperature"], guidance, bos, pad)
+
+
+def check_rows(knobs: Knobs, batch: int) -> None:
+    """Per-row knobs must have one value per row."""
+    for name in ("top_p", "temperature", "guidance_scale"):
+        value = getattr(knobs, name)
+        if isinstance(value, tuple) and len(value) != batch:
+            raise ValueError(f"{name} holds {len(value)} values (one per row) but the inputs have batch {batch}")
 
 
 def encode_text(model, input_ids, attention_mask, batch: int, knobs: Knobs, text_states=None):
@@ -101,7 +139,13 @@ def build_conditions(model, text, mask, input_features, knobs: Knobs) -> Conditi
 
 
 def encode_conditions(
-    model, input_ids, attention_mask, input_features, batch: int, knobs: Knobs, text_states=None
+    model,
+    input_ids,
+    attention_mask,
+    input_features,
+    batch: int,
+    knobs: Knobs,
+    text_states=None,
 ) -> Conditions:
     """Stage 2: :func:`encode_text`, then :func:`build_conditions`."""
     if input_features is not None:  # checked first: a plain checkpoint refuses a melody before T5 runs
@@ -215,21 +259,74 @@ def run_loop(
     buffer this generation fills). Long-form windows pass the full window's, so a shorter last window runs the same
     programs and stops early.
 
+    ``rng``: one key, or one per row (:func:`musicgen_jax.sampling.row_keys`).
+
     When the parameters live on a mesh, the rows (the prefix's ``[cond; uncond]`` rows, the prompt and the pattern)
     are split over the batch rule's axes of ``rules`` (default :data:`musicgen_jax.sharding.RULES`) where they
     divide; the KV cache follows them inside the loop."""
+    codes, timings = run_loop_rows(
+        decoder_params,
+        conditions,
+        prompt,
+        [total],
+        knobs,
+        rng,
+        decoder_config,
+        progress,
+        rules,
+        capacity,
+    )
+    return np.concatenate(codes, axis=0), timings
+
+
+def run_loop_rows(
+    decoder_params,
+    conditions,
+    prompt,
+    totals,
+    knobs: Knobs,
+    rng,
+    decoder_config,
+    progress=None,
+    rules=None,
+    capacity: int | None = None,
+) -> tuple[list[np.ndarray], dict]:
+    """:func:`run_loop` with a buffer length per row: ``totals`` holds one (every row) or ``B`` lengths, and row
+    ``b`` is generated as it would be alone with ``totals[b]`` (its delay pattern ends there; the rows run the
+    program of the longest, or of ``capacity``). Returns the codes of each row, ``(1, K, frames_b)``, and the
+    timings. The batch job runner's rows of one duration bucket."""
     dec = decoder_config
     batch = prompt.shape[0] // dec.num_codebooks
-    capacity = total if capacity is None else capacity
-    fixed, pattern = sampling.build_delay_pattern(
-        prompt.reshape(batch, dec.num_codebooks, -1), knobs.pad_token_id, total, dec.audio_channels
+    totals = [int(t) for t in totals] * (batch if len(totals) == 1 else 1)
+    if len(totals) != batch:
+        raise ValueError(f"totals holds {len(totals)} lengths but the prompt has batch {batch}")
+    check_rows(knobs, batch)
+    stop = max(totals)
+    capacity = stop if capacity is None else capacity
+    ids_BKQ = prompt.reshape(batch, dec.num_codebooks, -1)
+    rows = (
+        [
+            sampling.build_delay_pattern(ids_BKQ[b : b + 1], knobs.pad_token_id, totals[b], dec.audio_channels)
+            for b in range(batch)
+        ]
+        if len(set(totals)) > 1
+        else [sampling.build_delay_pattern(ids_BKQ, knobs.pad_token_id, stop, dec.audio_channels)]
     )
-    # positions past `total` are never generated; the pattern forces pad there should anything read them
-    program_pattern = np.pad(pattern, ((0, 0), (0, 0), (0, capacity - total)), constant_values=knobs.pad_token_id)
-    sampling_params = sampling.SamplingParams(
-        jnp.float32(knobs.temperature),
-        jnp.float32(knobs.top_p),
-        jnp.float32(knobs.guidance_scale if knobs.use_cfg else 1.0),
+    if len({fixed.shape for fixed, _ in rows}) > 1:
+        raise ValueError("rows of different lengths must share their fixed prompt positions")
+    fixed = np.concatenate([f for f, _ in rows], axis=0)
+    patterns = [p for _, p in rows]
+    # positions past a row's total are never generated; the pattern forces pad there should anything read them
+    program_pattern = np.concatenate(
+        [
+            np.pad(
+                p,
+                ((0, 0), (0, 0), (0, capacity - p.shape[2])),
+                constant_values=knobs.pad_token_id,
+            )
+            for p in patterns
+        ],
+        axis=0,
     )
     mesh = sharding.mesh_of(decoder_params)
     fixed_BKQ, pattern_BKT = jnp.asarray(fixed), jnp.asarray(program_pattern)
@@ -244,21 +341,28 @@ def run_loop(
         fixed_BKQ,
         pattern_BKT,
         rng,
-        sampling_params,
+        knobs.sampling_params(),
         chunk=None if progress is None else 32,
         on_chunk=progress,
         config=dec,
         max_length=capacity,
-        stop=total,
+        stop=stop,
         do_sample=knobs.do_sample,
         top_k=knobs.top_k if knobs.do_sample else 0,
-        use_top_p=knobs.do_sample and knobs.top_p < 1.0,
+        use_top_p=knobs.use_top_p,
         use_cfg=knobs.use_cfg,
         # generate's unconditional rows are all the same (zero text, null chroma, the same BOS): one prefill row
         shared_uncond=knobs.use_cfg and single_device and sampling.uncond_rows_shared(conditions, fixed),
     )
-    tokens = sampling.apply_delay_pattern(sharding.to_host(tokens)[:, :, :total], pattern)
-    return sampling.revert_delay_pattern(tokens, knobs.pad_token_id), timings
+    tokens = sharding.to_host(tokens)
+    if len(patterns) == 1:
+        kept = sampling.apply_delay_pattern(tokens[:, :, :stop], patterns[0])
+        return [sampling.revert_delay_pattern(kept, knobs.pad_token_id)], timings
+    codes = []
+    for b, (total, pattern) in enumerate(zip(totals, patterns, strict=True)):
+        kept = sampling.apply_delay_pattern(tokens[b : b + 1, :, :total], pattern)
+        codes.append(sampling.revert_delay_pattern(kept, knobs.pad_token_id))
+    return codes, timings
 
 
 def sampling_key(seed: int | None, rng) -> jax.Array:
@@ -281,7 +385,12 @@ class Clock:
         """Ends the phase ``name`` once ``result`` (any pytree of arrays) is computed; returns ``result``."""
         jax.block_until_ready(result)
         now, compiled = time.perf_counter(), sampling.compile_clock()
-        self.add({name: now - self.last - (compiled - self.compiled), "compile_seconds": compiled - self.compiled})
+        self.add(
+            {
+                name: now - self.last - (compiled - self.compiled),
+                "compile_seconds": compiled - self.compiled,
+            }
+        )
         return result
 
     @contextlib.contextmanager

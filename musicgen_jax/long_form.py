@@ -22,10 +22,9 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import jax
 import numpy as np
 
-from musicgen_jax import generation
+from musicgen_jax import generation, sampling
 
 DEFAULT_WINDOW_SECONDS = 30.0  # audiocraft's max_duration: what MusicGen was trained on
 DEFAULT_STRIDE_SECONDS = 18.0  # audiocraft's extend_stride default
@@ -177,7 +176,8 @@ def run(
     Args:
       conditions_for: ``window -> Conditions`` (text: the same for every window; melody: that window's chroma).
       prompt: window 0's decoder prompt ``(B * K, 1 + p)``: BOS and the audio prompt's ``p`` frames.
-      rng: the key; window ``i`` samples with ``fold_in(rng, i)``.
+      rng: the key, or one per row (:func:`musicgen_jax.sampling.row_keys`); window ``i`` samples with
+        ``fold_in(rng, i)`` (of each row's key).
       progress: ``callback(done, total)`` over the whole piece's decoder steps.
       on_codes: ``callback(codes (B, K, n))`` with each window's new frames (window 0: its prompt too), as soon as
         the window is done: the streamed codec decode reads them.
@@ -209,7 +209,7 @@ def run(
             window_prompt,
             window.frames + channel_codebooks,
             knobs,
-            jax.random.fold_in(rng, window.index),
+            sampling.fold_in(rng, window.index),
             dec,
             report,
             rules=rules,

@@ -109,11 +109,42 @@ def top_p_filter(scores, top_p):
 
 
 class SamplingParams(NamedTuple):
-    """Dynamic sampling knobs (changing them does not recompile)."""
+    """Dynamic sampling knobs (changing them does not recompile): each a scalar, or one value per row ``(B,)``
+    (the batch job runner's per-job knobs)."""
 
     temperature: jax.Array
     top_p: jax.Array
     guidance_scale: jax.Array
+
+
+def row_keys(rng, rows: int) -> jax.Array:
+    """The loop's raw PRNG key per row, ``(rows, 2)``: row ``b`` of a batch sampled with one key ``(2,)`` draws
+    from ``fold_in(rng, b)``. ``(rows, 2)`` keys are one key per row, each taken as the key of a batch of one
+    (row ``b`` draws from ``fold_in(rng[b], 0)``): a row then samples exactly as it would alone with that key, never
+    depending on its neighbours. Typed keys (``jax.random.key``) too."""
+    rng = jnp.asarray(rng)
+    if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+        rng = jax.random.key_data(rng)
+    if rng.shape == (2,):
+        return jax.vmap(lambda b: jax.random.fold_in(rng, b))(jnp.arange(rows, dtype=jnp.uint32))
+    if rng.shape != (rows, 2):
+        raise ValueError(f"rng must be one PRNG key (2,) or one per row ({rows}, 2), got shape {rng.shape}")
+    return jax.vmap(lambda key: jax.random.fold_in(key, 0))(rng.astype(jnp.uint32))
+
+
+def fold_in(rng, data: int) -> jax.Array:
+    """``jax.random.fold_in`` of one key ``(2,)`` or of each of per-row keys ``(rows, 2)`` (see :func:`row_keys`)."""
+    rng = jnp.asarray(rng)
+    if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+        rng = jax.random.key_data(rng)
+    if rng.ndim == 1:
+        return jax.random.fold_in(rng, data)
+    return jax.vmap(lambda key: jax.random.fold_in(key, data))(rng)
+
+
+def _per_row(value, rows: int):
+    """A knob (scalar or ``(rows,)``) as float32 ``(rows,)``."""
+    return jnp.broadcast_to(jnp.asarray(value, jnp.float32), (rows,))
 
 
 def choose(logits, params: SamplingParams, rng, *, do_sample: bool, top_k: int, use_top_p: bool):
@@ -140,7 +171,7 @@ class DecodeState(NamedTuple):
     tokens_BKT: jax.Array  # int32 (B, K, max_length): the code buffer in delayed layout
     cache: KVCache  # keys/values of prefix + buffer positions < step
     logits_BKV: jax.Array  # float32 (B', K, V) next-token logits (B' = 2B under CFG)
-    rng: jax.Array
+    rng: jax.Array  # uint32 (B, 2): one key per row (:func:`row_keys`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,13 +231,18 @@ def _sample(state: DecodeState, pattern_BKT, sampling: SamplingParams, spec: Loo
     B, K, _ = state.tokens_BKT.shape
     logits = state.logits_BKV
     if spec.use_cfg:
-        logits = guide(logits, sampling.guidance_scale)
-    rng, key = jax.random.split(state.rng)
-    ids = choose(
-        logits.reshape(B * K, -1), sampling, key, do_sample=spec.do_sample, top_k=spec.top_k, use_top_p=spec.use_top_p
-    )
+        logits = guide(logits, _per_row(sampling.guidance_scale, B)[:, None, None])
+    # Each row draws from its own key, with its own knobs: row b's codes are those of a batch of one.
+    keys = jax.vmap(jax.random.split)(state.rng)
+    rng, key = keys[:, 0], keys[:, 1]
+
+    def one_row(scores_KV, temperature, top_p, row_key):
+        params = SamplingParams(temperature, top_p, None)
+        return choose(scores_KV, params, row_key, do_sample=spec.do_sample, top_k=spec.top_k, use_top_p=spec.use_top_p)
+
+    ids = jax.vmap(one_row)(logits, _per_row(sampling.temperature, B), _per_row(sampling.top_p, B), key)
     forced_BK = jax.lax.dynamic_index_in_dim(pattern_BKT, state.step, axis=2, keepdims=False)
-    return jnp.where(forced_BK == -1, ids.reshape(B, K), forced_BK).astype(jnp.int32), rng
+    return jnp.where(forced_BK == -1, ids, forced_BK).astype(jnp.int32), rng
 
 
 def _prefill(decoder_params, conditions, prompt_BKQ, rng, spec: LoopSpec) -> DecodeState:
@@ -217,6 +253,7 @@ def _prefill(decoder_params, conditions, prompt_BKQ, rng, spec: LoopSpec) -> Dec
     P = conditions.prefix_length
     dtype = jax.tree_util.tree_leaves(decoder_params)[0].dtype
     rows = 2 * B if spec.use_cfg else B
+    rng = row_keys(rng, B)
     scanned = is_scanned(decoder_params)
     tokens = jnp.zeros((B, K, spec.max_length), jnp.int32).at[:, :, :Q].set(prompt_BKQ.astype(jnp.int32))
     if spec.use_cfg and spec.shared_uncond and B > 1:
@@ -315,8 +352,8 @@ def decode(
         None.
       prompt_BKQ: int ``(B, K, Q)`` the positions already fixed by BOS/prompt (from :func:`build_delay_pattern`).
       pattern_BKT: int ``(B, K, max_length)`` the delay pattern (-1 where codes are generated).
-      rng: a PRNG key (unused when greedy).
-      sampling: temperature / top_p / guidance_scale as arrays.
+      rng: a PRNG key, or one per row ``(B, 2)`` (:func:`row_keys`; unused when greedy).
+      sampling: temperature / top_p / guidance_scale as arrays, scalars or one per row.
       shared_uncond: the unconditional rows of the prefix are one row repeated and all prompt rows are equal
         (:func:`uncond_rows_shared`): the prefill then runs B + 1 rows instead of 2B. Same result.
     """
