@@ -8,9 +8,11 @@ benchmark's random checkpoint (``benchmarks/bench/specs.py``) with a tiny T5 tok
 runs in a fresh process:
 
 - musicgen-jax: ``musicgen_jax.jobs.run`` over the job file (WAVs and manifest written), twice: the first pass
-  pays the compilation (reported), the second, into a new folder, is the steady state;
-- HF: the same jobs in the same groups and batches, each batch one ``generate`` call (the processor pads the texts,
-  the batch's longest duration as ``max_new_tokens``, each row cut to its own duration, one WAV per job).
+  pays the compilation (reported; the persistent compilation cache is off), the second, into a new folder, is the
+  steady state;
+- HF: the same jobs in the same groups and batches, each batch one ``generate`` call (HF's T5 tokenizer pads the
+  texts, the chroma from our feature extractor as HF has no torchaudio here, the batch's longest duration as
+  ``max_new_tokens``, each row cut to its own duration, one WAV per job).
 
 Reports audio seconds per wall second for both, the ratio, and the compile share of the runner's first pass.
 Writes ``benchmarks/results/jobs-<config>.json``. Public API only (and ``musicgen_jax.jobs``).
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -78,10 +81,11 @@ def ours(path: str, folder: str, batch: int) -> dict:
 
     model = musicgen_jax.MusicgenMelodyForConditionalGeneration.from_pretrained(path)
     tokenizer = T5TextTokenizer.from_pretrained(path)
-    settings = jobs.Settings(batch_size=batch, text_length=16)
+    settings = jobs.Settings(batch_size=batch, text_length=32)  # the tiny tokenizer's pieces are short
     passes = []
     for name in ("first", "steady"):
         out = os.path.join(folder, f"ours-b{batch}-{name}")
+        shutil.rmtree(out, ignore_errors=True)  # this script's own output of an earlier run: start afresh
         job_file = os.path.join(folder, "jobs.jsonl")
         summary = jobs.run(lambda: (model, tokenizer), job_file, out, settings, progress=False)
         assert summary.failed == 0, out
@@ -98,13 +102,19 @@ def ours(path: str, folder: str, batch: int) -> dict:
 def hf(path: str, folder: str, batch: int) -> dict:
     """HF: the runner's batches (same groups, same order), one generate call each."""
     import torch
-    from transformers import MusicgenMelodyForConditionalGeneration, MusicgenMelodyProcessor
+    from transformers import MusicgenMelodyForConditionalGeneration
 
     from musicgen_jax import audio, jobs
 
     torch.manual_seed(0)
     model = MusicgenMelodyForConditionalGeneration.from_pretrained(path).eval()
-    processor = MusicgenMelodyProcessor.from_pretrained(path) if _has_processor(path) else _processor(path)
+    from transformers import AutoTokenizer
+
+    from musicgen_jax import MusicgenMelodyFeatureExtractor
+
+    # HF's feature extractor needs torchaudio, which this machine lacks: ours computes the same chroma (tests/
+    # test_chroma.py checks it against HF's) and HF gets it as input_features
+    tokenizer, chroma = AutoTokenizer.from_pretrained(path), MusicgenMelodyFeatureExtractor()
     items = [item for item in jobs.read_jobs(os.path.join(folder, "jobs.jsonl")) if isinstance(item, jobs.Job)]
     groups: dict = {}
     for job in items:  # as the runner groups them: melody or not (the rest is the same for every job here)
@@ -116,10 +126,10 @@ def hf(path: str, folder: str, batch: int) -> dict:
     fr, sr = model.config.audio_encoder.frame_rate, model.config.audio_encoder.sampling_rate
     total_audio, start = 0.0, time.perf_counter()
     for rows in batches:
-        kwargs = {"text": [job.text for job in rows], "padding": True, "return_tensors": "pt"}
+        inputs = dict(tokenizer([job.text for job in rows], padding=True, return_tensors="pt"))
         if rows[0].melody is not None:
-            kwargs.update(audio=[np.asarray(melody).mean(0)] * len(rows), sampling_rate=rate)
-        inputs = processor(**kwargs)
+            feats = chroma([np.asarray(melody).mean(0)] * len(rows), sampling_rate=rate)["input_features"]
+            inputs["input_features"] = torch.from_numpy(np.asarray(feats))
         frames = [int(np.ceil(job.duration * fr - 1e-6)) for job in rows]
         with torch.no_grad():
             wave = model.generate(
@@ -130,16 +140,6 @@ def hf(path: str, folder: str, batch: int) -> dict:
             audio.save_wav(os.path.join(out, f"{job.id}.wav"), w[:, : n * hop], sr)
             total_audio += n * hop / sr
     return {"wall_s": time.perf_counter() - start, "audio_s": total_audio}
-
-
-def _has_processor(path: str) -> bool:
-    return os.path.exists(os.path.join(path, "preprocessor_config.json"))
-
-
-def _processor(path: str):
-    from transformers import MusicgenMelodyFeatureExtractor, MusicgenMelodyProcessor, T5Tokenizer
-
-    return MusicgenMelodyProcessor(MusicgenMelodyFeatureExtractor(), T5Tokenizer(os.path.join(path, "spiece.model")))
 
 
 def main() -> None:
@@ -168,7 +168,9 @@ def main() -> None:
         for side in ("ours", "hf"):
             cmd = [sys.executable, __file__, "--config", args.config, "--one", f"{side}:{batch}"]
             cmd += ["--cache-dir", args.cache_dir, "--work", args.work]
-            result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False)
+            # no persistent compilation cache: the first pass pays the whole compilation, as on a new machine
+            env = {**os.environ, "MUSICGEN_JAX_COMPILATION_CACHE": "0"}
+            result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False, env=env)
             line = [x for x in result.stdout.splitlines() if x.startswith("ROW ")]
             if result.returncode or not line:
                 sys.exit(f"{side} batch {batch}: failed\n{result.stderr[-3000:]}")

@@ -222,10 +222,12 @@ def save(
     if generation_json is not None:
         _write_json(os.path.join(folder, "generation_config.json"), generation_json)
     _reached("side-files-written")
-    checkpointer = ocp.StandardCheckpointer()
+    # Uncompressed: orbax's default zstd saves ~10% of float32 weights, but each array is one chunk decompressed
+    # on one core, and the small model's restore took 4.8 s instead of 1.9 s (AMD EPYC, warm page cache). Older,
+    # compressed checkpoints restore as before (the compressor is in each array's metadata).
+    checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler(use_compression=False))
     try:
-        checkpointer.save(os.path.join(folder, "params"), params)
-        checkpointer.wait_until_finished()
+        checkpointer.save(os.path.join(folder, "params"), args=ocp.args.PyTreeSave(params))
     finally:
         checkpointer.close()
     _reached("params-written")

@@ -25,7 +25,8 @@ def encode_text(
 ) -> jax.Array:
     """T5 ``last_hidden_state`` ``(B, W, E)`` of token ids ``(B, W)`` (not projected). ``rng``: dropout, when not
     ``deterministic``."""
-    return T5Encoder(config.text_encoder, deterministic=deterministic).apply(
+    scanned = is_scanned(params["text_encoder"])  # the stored layout, or one subtree per layer (see t5.py)
+    return T5Encoder(config.text_encoder, deterministic=deterministic, scan_layers=scanned).apply(
         {"params": params["text_encoder"]},
         input_ids_BW,
         attention_mask_BW,

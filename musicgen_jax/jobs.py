@@ -6,7 +6,7 @@ A job is one line: ``{"id": "a", "text": "lofi beat", "duration": 8, "seed": 1, 
 (:data:`KEYS`). The runner
 
 - **plans static shapes**: jobs are grouped by what the compiled programs depend on (:meth:`Runner.group`: the
-  duration bucket, melody or not, guidance on or off, sampling, top-k, top-p on or off) into batches of
+  duration bucket, guidance on or off, sampling, top-k, top-p on or off; for long-form, melody or not) into batches of
   ``batch_size`` rows, padded with copies of a real row whose output is dropped; every prompt is padded to
   ``text_length`` tokens. A job file compiles a bounded set of programs, whatever its durations.
 - **keeps each job's audio its own**: a row samples from its own key (``jax.random.PRNGKey(seed)``, taken as a
@@ -279,6 +279,8 @@ class Group:
 
     long_form: bool
     frames: int  # the bucket's frames (one window), or the piece's frames (long-form: programs are the window's)
+    # long-form only: one window's rows with and without a melody share a batch (HF's null chroma, tiled to the
+    # chroma length, gives the text-only rows a prefix of the same shape)
     melody: bool
     use_cfg: bool
     do_sample: bool
@@ -348,7 +350,7 @@ class Runner:
         return Group(
             is_long,
             bucket,
-            job.melody is not None,
+            is_long and job.melody is not None,
             knobs.use_cfg,
             knobs.do_sample,
             knobs.top_k if knobs.do_sample else 0,
@@ -369,13 +371,13 @@ class Runner:
             )
         return clip
 
-    def run_batch(self, jobs: list[Job], clips: list[np.ndarray] | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    def run_batch(self, jobs: list[Job], clips: list[np.ndarray | None]) -> list[tuple[np.ndarray, np.ndarray]]:
         """``(codes (K, frames), audio (channels, samples))`` of each job of one :class:`Group` (at most
-        ``batch_size``; padded to it with copies of the first)."""
+        ``batch_size``; padded to it with copies of the first). ``clips``: each job's melody (:meth:`melody`) or
+        None."""
         group = self.group(jobs[0])
         rows = jobs + [jobs[0]] * (self.settings.batch_size - len(jobs))
-        if clips is not None:
-            clips = clips + [clips[0]] * (len(rows) - len(jobs))
+        clips = list(clips) + [clips[0]] * (len(rows) - len(jobs))
         per_job = [self.knobs(job) for job in rows]
         first = per_job[0]
         knobs = dataclasses.replace(
@@ -394,7 +396,7 @@ class Runner:
             out = self.model.generate(
                 encoded["input_ids"],
                 encoded["attention_mask"],
-                melody=clips,
+                melody=None if clips[0] is None else clips,  # the group's rows all have one, or none has
                 duration=rows[0].duration,
                 window_duration=self.settings.window_duration,
                 extend_stride=self.settings.extend_stride,
@@ -413,7 +415,9 @@ class Runner:
         model, dec = self.model, self.model.config.decoder
         cc = self.channel_codebooks
         text, mask = generation.encode_text(model, encoded["input_ids"], encoded["attention_mask"], len(rows), knobs)
-        features = None if clips is None else np.concatenate([self._chroma(clip) for clip in clips])
+        features = None
+        if any(clip is not None for clip in clips):
+            features = np.concatenate([self._chroma(clip) for clip in clips])
         conditions = generation.build_conditions(model, text, mask, features, knobs)
         prompt = np.full((len(rows) * dec.num_codebooks, 1), knobs.bos_token_id, np.int64)
         totals = [self.frames(job) + cc for job in rows]  # BOS, the frames, the delays (generate's buffer)
@@ -437,21 +441,33 @@ class Runner:
         hop = model.config.audio_encoder.hop_length
         return [(codes[b][0], audio[b, :, : codes[b].shape[2] * hop]) for b in range(count)]
 
-    def _chroma(self, clip: np.ndarray) -> np.ndarray:
+    def _chroma(self, clip: np.ndarray | None) -> np.ndarray:
         """One clip's chroma, tiled to the model's ``chroma_length`` frames as HF does (computed alone, so that the
-        padding of a longer neighbour never reaches it): ``(1, chroma_length, C)``."""
-        feats = self.model.feature_extractor([clip], sampling_rate=self.sampling_rate)["input_features"]
+        padding of a longer neighbour never reaches it): ``(1, chroma_length, C)``. No clip: HF's null chroma
+        (one-hot at bin 0, what ``generate`` uses for text alone), tiled the same way."""
         length = self.model.config.chroma_length
+        if clip is None:
+            return np.zeros((1, length, self.model.config.num_chroma), np.float32) + np.eye(
+                1, self.model.config.num_chroma, dtype=np.float32
+            )
+        feats = self.model.feature_extractor([clip], sampling_rate=self.sampling_rate)["input_features"]
         return np.tile(feats, (1, math.ceil(length / feats.shape[1]), 1))[:, :length]
 
 
 def plan_batches(runner: Runner, jobs: list[Job]) -> list[list[Job]]:
-    """The jobs in batches of at most ``batch_size`` of one :class:`Group` each, groups in order of first line."""
+    """The jobs in batches of at most ``batch_size`` of one :class:`Group` each (groups in order of first line,
+    each sorted by length)."""
     groups: dict[Group, list[Job]] = {}
     for job in jobs:
         groups.setdefault(runner.group(job), []).append(job)
     size = runner.settings.batch_size
-    return [members[i : i + size] for members in groups.values() for i in range(0, len(members), size)]
+    batches = []
+    for members in groups.values():
+        # neighbours of similar length: a batch runs as many steps as its longest row (a row's codes do not depend
+        # on its neighbours or its place, so the order is free)
+        members = sorted(members, key=lambda job: (runner.frames(job), job.line))
+        batches += [members[i : i + size] for i in range(0, len(members), size)]
+    return batches
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -549,15 +565,14 @@ def _run_one(runner: Runner, batch: list[Job], out_dir: str) -> list[dict]:
     entries, jobs, clips = [], [], []
     for job in batch:  # a melody that does not load fails its job only
         try:
-            if job.melody is not None:
-                clips.append(runner.melody(job))
+            clips.append(None if job.melody is None else runner.melody(job))
             jobs.append(job)
         except (JobError, ValueError) as e:
             entries.append(error_entry(job, one_line(e)))
     if not jobs:
         return entries
     try:
-        results = runner.run_batch(jobs, clips if batch[0].melody is not None else None)
+        results = runner.run_batch(jobs, clips)
     except Exception as e:  # the batch failed as a whole: each of its jobs says why, the run goes on
         if os.environ.get("MUSICGEN_JAX_DEBUG"):
             raise

@@ -84,6 +84,15 @@ def cast_params(params, dtype):
     return jax.tree_util.tree_map(cast, params)
 
 
+_LAYERED = ("decoder", "text_encoder")  # the parts with a stack of layers: scanned, or unrolled (one per layer)
+
+
+def _unrolled(params: dict) -> dict:
+    """The decoder's and T5's layers in the unrolled layout (``layers_0`` ...), each stacked leaf released once
+    sliced (see ``decoder.unstack_layers``)."""
+    return {**params, **{part: decoder_module.unstack_layers(params[part], consume=True) for part in _LAYERED}}
+
+
 @dataclasses.dataclass
 class MusicgenMelodyOutput:
     """What ``model(...)`` returns, like HF's ``MusicgenMelodyOutputWithPast``.
@@ -178,7 +187,8 @@ class ConditionalGeneration:
         :func:`musicgen_jax.sharding.rules_for`), and ``generate`` splits its rows by them too; a converted checkpoint
         restores straight into those shardings.
 
-        ``scan_layers``: the decoder's parameter layout (see ``musicgen_jax.decoder``). None (default): by backend,
+        ``scan_layers``: the decoder's and the T5 encoder's parameter layout (see ``musicgen_jax.decoder``). None
+        (default): by backend,
         :func:`default_scan_layers` (unrolled on CPU, scanned on TPU and GPU). False: one buffer per layer, run
         unrolled; the fastest decoding on XLA:CPU (which copies a stacked layer's kernels and cache out of the stack
         on every step), at a compile time that grows with depth. True: the layers stacked and scanned, as checkpoints
@@ -205,8 +215,12 @@ class ConditionalGeneration:
             abstract = parameters.abstract(config)
             shardings = None if mesh is None else sharding.shardings_for(abstract, mesh, rules)
             params = checkpoint.restore(path, abstract, dtype=target, shardings=shardings)
-            if not scan_layers:
-                params["decoder"] = decoder_module.unstack_layers(params["decoder"], consume=True)
+            if not scan_layers and mesh is None:
+                # host views of the restored buffers, sliced per layer as numpy views and put on the device in one
+                # batched copy: slicing device arrays would dispatch one op per layer and leaf (~1.6 s, small)
+                params = jax.device_put(_unrolled(jax.tree_util.tree_map(np.asarray, params)))
+            elif not scan_layers:
+                params = _unrolled(params)
                 if mesh is not None:
                     params = sharding.shard_params(params, mesh, rules)
         else:
@@ -214,7 +228,7 @@ class ConditionalGeneration:
 
             config, params = convert_checkpoint(path)
             if not scan_layers:  # numpy views: each layer is copied to the device once, below
-                params["decoder"] = decoder_module.unstack_layers(params["decoder"], consume=True)
+                params = _unrolled(params)
             params = cast_params(params, target)
             if mesh is not None:
                 params = sharding.shard_params(params, mesh, rules)
@@ -233,9 +247,9 @@ class ConditionalGeneration:
         ``directory`` must be new, empty or a converted checkpoint; ``overwrite=True`` also allows a folder holding
         other files, which are left as they are. Raises :class:`~musicgen_jax.checkpoint.CheckpointError` otherwise.
         """
-        params = self.params
-        if not decoder_module.is_scanned(params["decoder"]):  # checkpoints store the scanned layout
-            params = {**params, "decoder": decoder_module.stack_layers(params["decoder"])}
+        params = {**self.params}
+        for part in _LAYERED:  # checkpoints store the scanned layout
+            params[part] = decoder_module.stack_layers(params[part])
         return checkpoint.save(
             directory,
             params,
@@ -409,8 +423,11 @@ class ConditionalGeneration:
             ``window_duration`` seconds (default 30) and starts ``extend_stride`` seconds (default 18, or 0.6 of the
             window) after the one before, continuing the rest of it. One window (the prompt and ``duration`` fit in
             ``window_duration``) is one-shot generation, as HF.
-          do_sample, guidance_scale, top_k, top_p, temperature: as HF (defaults from ``generation_config.json``).
-          seed / rng: an int seed in [0, 2**32) or a JAX key for sampling; the same seed gives the same audio.
+          do_sample, guidance_scale, top_k, top_p, temperature: as HF (defaults from ``generation_config.json``);
+            ``guidance_scale``, ``top_p`` and ``temperature`` may also hold one value per row.
+          seed / rng: an int seed in [0, 2**32) or a JAX key for sampling; the same seed gives the same audio (row
+            ``b`` draws from ``fold_in(key, b)``). ``rng`` may also hold one key per row ``(batch, 2)``: each row then
+            samples exactly as a batch of one with its key (what the batch job runner passes).
           return_dict_in_generate: return :class:`GenerateOutput` (``.sequences`` audio, ``.audio_codes``, and
             ``.stats``, per-phase seconds on every call: see :class:`GenerateOutput`).
           progress: optional ``callback(steps_done, steps_total)``, over the whole piece: the loop then runs as

@@ -37,7 +37,8 @@ _STACKED_MATMULS = (
     (r"layers/cross_attn/kv", ("layers", "embed", None, "heads", "head_dim")),
     (r"layers/cross_attn/out", ("layers", "heads", "head_dim", "embed")),
 )
-# The decoder's unrolled layout (``layers_0`` ...; see ``musicgen_jax.decoder``): the same axes without "layers".
+# The unrolled layout of the decoder and T5 (``layers_0`` ...; see ``musicgen_jax.decoder``): the same axes without
+# "layers".
 _UNROLLED_MATMULS = tuple((path.replace("layers/", r"layers_\d+/", 1), axes[1:]) for path, axes in _STACKED_MATMULS)
 PARAM_AXES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
     (r"decoder/embed", ("codebooks", "vocab", "embed")),  # (K, V+1, D)
@@ -49,6 +50,7 @@ PARAM_AXES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
     (r"text_encoder/rel_bias", (None, None)),  # (U, N): tiny
     (r"text_encoder/final_norm/scale", ("norm",)),
     *((rf"text_encoder/{path}", axes) for path, axes in _STACKED_MATMULS),
+    *((rf"text_encoder/{path}", axes) for path, axes in _UNROLLED_MATMULS),
     (r"(text_proj|chroma_proj)/kernel", (None, "embed")),  # (E or C, D)
     (r"(text_proj|chroma_proj)/bias", ("norm",)),
     (r"audio_encoder/.*", None),  # the codec (a few tens of MB): replicated, any rank

@@ -131,7 +131,9 @@ class EncoderLayer(nn.Module):
 
 
 class T5Encoder(nn.Module):
-    """Token embedding, L scanned T5 blocks sharing one relative position bias, final RMS norm.
+    """Token embedding, L T5 blocks sharing one relative position bias, final RMS norm. The blocks are scanned over
+    one stacked ``layers`` subtree (``scan_layers=True``, the stored layout) or run unrolled over ``layers_0`` ...
+    (``decoder.unstack_layers`` converts; the fast layout on XLA:CPU, as for the decoder).
 
     Call with:
       input_ids_BW: int ``(B, W)`` token ids in ``[0, V)``.
@@ -143,6 +145,7 @@ class T5Encoder(nn.Module):
 
     config: T5Config
     deterministic: bool = True
+    scan_layers: bool = True  # the layout: one stacked ``layers`` (checkpoints, training) or ``layers_0`` ...
 
     @nn.compact
     def __call__(self, input_ids_BW, attention_mask_BW=None):
@@ -164,14 +167,18 @@ class T5Encoder(nn.Module):
             keep_B11S = attention_mask_BW.astype(bool)[:, None, None, :]
             bias_BNWS = jnp.where(keep_B11S, bias_BNWS, jnp.finfo(jnp.float32).min)
 
-        layers = nn.scan(
-            EncoderLayer,
-            variable_axes={"params": 0},
-            split_rngs={"params": True, "dropout": True},
-            in_axes=(nn.broadcast,),
-            length=cfg.num_layers,
-        )(cfg, self.deterministic, name="layers")
-        x_BWE, _ = layers(x_BWE, bias_BNWS)
+        if self.scan_layers:
+            layers = nn.scan(
+                EncoderLayer,
+                variable_axes={"params": 0},
+                split_rngs={"params": True, "dropout": True},
+                in_axes=(nn.broadcast,),
+                length=cfg.num_layers,
+            )(cfg, self.deterministic, name="layers")
+            x_BWE, _ = layers(x_BWE, bias_BNWS)
+        else:  # one buffer per layer: XLA:CPU would copy each layer's weights out of a stack on every call
+            for i in range(cfg.num_layers):
+                x_BWE, _ = EncoderLayer(cfg, self.deterministic, name=f"layers_{i}")(x_BWE, bias_BNWS)
 
         x_BWE = RMSNorm(cfg.layer_norm_epsilon, name="final_norm")(x_BWE)
         return nn.Dropout(cfg.dropout_rate)(x_BWE, deterministic=self.deterministic)

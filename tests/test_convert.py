@@ -71,9 +71,11 @@ def test_layer_layouts_hold_the_same_weights(tiny, tmp_path):
     ]
     fc1 = layers[1].fc1.weight.detach().numpy()  # (F, D)
     np.testing.assert_array_equal(np.asarray(unrolled.params["decoder"]["layers_1"]["mlp"]["up"]), fc1.T)
+    assert not is_scanned(unrolled.params["text_encoder"]) and is_scanned(scanned.params["text_encoder"])  # T5 too
     want = _leaves(scanned.params)
-    assert _leaves({**unrolled.params, "decoder": stack_layers(unrolled.params["decoder"])}).keys() == want.keys()
-    for key, value in _leaves({**unrolled.params, "decoder": stack_layers(unrolled.params["decoder"])}).items():
+    restacked = {**unrolled.params, **{p: stack_layers(unrolled.params[p]) for p in ("decoder", "text_encoder")}}
+    assert _leaves(restacked).keys() == want.keys()
+    for key, value in _leaves(restacked).items():
         np.testing.assert_array_equal(value, want[key], err_msg=key)
     back = unstack_layers(stack_layers(unrolled.params["decoder"]))
     for key, value in _leaves(back).items():

@@ -100,13 +100,13 @@ def _alone(model, tokenizer, job, melody=None):
 
 
 def test_each_row_of_a_batch_gets_the_codes_of_its_job_alone(melody_dir, melody_model, tmp_path):
-    """Rows of one bucket with different durations, seeds, knobs and melodies: each equals generate alone."""
+    """Rows of one bucket with different durations, seeds, knobs, melodies or none: each equals generate alone."""
     tokenizer = T5TextTokenizer.from_pretrained(melody_dir)
     runner = jobs.Runner(melody_model, tokenizer, SETTINGS)
     tune_a, tune_b = _tune(tmp_path / "a.wav"), _tune(tmp_path / "b.wav", seconds=0.5, rate=32000, channels=1)
     batch = [
         _job(id="a", text="a calm piano melody", duration=0.0030, seed=1, melody=str(tune_a), temperature=0.8),
-        _job(id="b", text="rock", duration=0.0024, seed=2, melody=str(tune_b), top_p=0.9, guidance_scale=2.0),
+        _job(id="b", text="rock", duration=0.0024, seed=2, top_p=0.9, guidance_scale=2.0),  # text only
         _job(id="c", text="jazz trio", duration=0.0040, seed=3, melody=str(tune_a), temperature=1.3, top_p=0.97),
     ]
     batch = [
@@ -120,8 +120,9 @@ def test_each_row_of_a_batch_gets_the_codes_of_its_job_alone(melody_dir, melody_
     assert runner.group(dataclass_replace(batch[0], top_k=5)) != runner.group(batch[0])
     assert runner.group(dataclass_replace(batch[0], top_p=1.0)) != runner.group(batch[0])
     assert runner.group(dataclass_replace(batch[0], guidance_scale=1.0)) != runner.group(batch[0])
+    assert runner.group(dataclass_replace(batch[1], melody=str(tune_b))) == runner.group(batch[0])
     same = batch
-    clips = [runner.melody(job) for job in same]
+    clips = [None if job.melody is None else runner.melody(job) for job in same]
     results = runner.run_batch(same, clips)
     for job, clip, (codes, wave) in zip(same, clips, results, strict=True):
         ref_codes, ref_wave = _alone(melody_model, tokenizer, job, melody=clip)
@@ -187,7 +188,7 @@ def test_plain_musicgen_and_long_form_jobs(plain_dir):
     ]
     assert runner.group(long[0]).long_form and runner.group(long[0]) == runner.group(long[1])
     for batch in ([short[0]], [short[1]], long):
-        for job, (codes, wave) in zip(batch, runner.run_batch(batch, None), strict=True):
+        for job, (codes, wave) in zip(batch, runner.run_batch(batch, [None] * len(batch)), strict=True):
             ref_codes, ref_wave = _alone(model, tokenizer, job)
             np.testing.assert_array_equal(codes, ref_codes, err_msg=job.id)
             assert wave.shape == ref_wave.shape
@@ -444,3 +445,44 @@ def test_missing_job_file_and_an_unfit_window_fail_in_one_line(melody_dir, tmp_p
     code = main(["batch", "--model", melody_dir, "--jobs", str(path), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and "the default window_duration 30 s does not fit" in err and "--text-length 64" in err
+
+
+def test_generate_takes_a_key_and_knobs_per_row(melody_model):
+    """``generate(rng=(B, 2) keys, temperature=[...], ...)``: each row samples as a batch of one with its key."""
+    import jax
+
+    text = np.array([[5, 9, 13, 1], [7, 3, 1, 0]])
+    mask = (text != 0).astype(np.int64)
+    keys = np.stack([np.asarray(jax.random.PRNGKey(s)) for s in (5, 7)])
+    knobs = dict(do_sample=True, top_k=8, max_new_tokens=12, return_dict_in_generate=True)
+    both = melody_model.generate(text, mask, rng=keys, temperature=[0.7, 1.3], guidance_scale=[2.0, 3.5], **knobs)
+    for b, (seed, temperature, scale) in enumerate(((5, 0.7, 2.0), (7, 1.3, 3.5))):
+        alone = melody_model.generate(
+            text[b : b + 1], mask[b : b + 1], seed=seed, temperature=temperature, guidance_scale=scale, **knobs
+        )
+        np.testing.assert_array_equal(both.audio_codes[b], alone.audio_codes[0])
+    with pytest.raises(ValueError, match="guidance_scale per row must be all > 1"):
+        melody_model.generate(text, mask, guidance_scale=[3.0, 1.0], max_new_tokens=8)
+    with pytest.raises(ValueError, match="temperature holds 3 values"):
+        melody_model.generate(text, mask, temperature=[1.0, 1.0, 1.0], max_new_tokens=8)
+    with pytest.raises(ValueError, match="rng must be one PRNG key"):
+        melody_model.generate(text, mask, rng=keys[:1], do_sample=True, max_new_tokens=8)
+
+
+def test_a_plain_musicgen_job_file(plain_dir, tmp_path, capsys):
+    _tune(tmp_path / "tune.wav")
+    path = _write_jobs(
+        tmp_path,
+        [
+            {"id": "p1", "text": "lofi hip hop", "duration": 0.002, "seed": 1, **SAMPLE},
+            {"id": "p2", "text": "rock", "duration": 0.0071, "seed": 2, **SAMPLE},
+            {"id": "p3", "text": "rock", "duration": 0.002, "melody": "tune.wav"},
+        ],
+    )
+    out = tmp_path / "out"
+    code = main(["batch", "--model", plain_dir, "--jobs", str(path), "--out", str(out), "--quiet", *FLAGS])
+    assert code == 1, capsys.readouterr().err
+    entries = _manifest(out)
+    assert entries["p1"]["status"] == entries["p2"]["status"] == "ok"
+    assert "melody needs a MusicGen Melody checkpoint" in entries["p3"]["error"]
+    assert soundfile.info(out / "p2.wav").frames == 57 * 4

@@ -231,7 +231,8 @@ def _device_checks() -> None:
         loaded = MusicgenMelodyForConditionalGeneration.from_pretrained(tmp, mesh=mesh)
     results["from_pretrained_spec"] = str(loaded.params["decoder"]["layers_1"]["mlp"]["up"].sharding.spec)
     results["from_pretrained_diff"] = _max_diff(
-        {**loaded.params, "decoder": decoder_module.stack_layers(loaded.params["decoder"])}, params
+        {**loaded.params, **{p: decoder_module.stack_layers(loaded.params[p]) for p in ("decoder", "text_encoder")}},
+        params,
     )
     results["any_mesh"] = _any_mesh_checks(config, params, batch, fresh_state, train_step, ref_losses)
     results["seconds"] = time.perf_counter() - started

@@ -85,6 +85,22 @@ def test_last_hidden_state_matches_hf(pair, batch, length):
     assert err <= 1e-4 * max(1.0, np.abs(ref).max())
 
 
+def test_unrolled_layout_matches_hf(pair):
+    """One subtree per layer (``layers_0`` ..., what ``from_pretrained`` loads on CPU) gives HF's states too."""
+    from musicgen_jax.decoder import unstack_layers
+
+    name, hf_text, config, params, _ = pair
+    ids = np.random.default_rng(3).integers(0, config.text_encoder.vocab_size, (2, 11))
+    mask = np.ones_like(ids)
+    mask[1, 7:] = 0
+    unrolled = unstack_layers(params)
+    assert "layers" not in unrolled and f"layers_{config.text_encoder.num_layers - 1}" in unrolled
+    got = T5Encoder(config.text_encoder, scan_layers=False).apply({"params": unrolled}, ids, mask)
+    ref = _hf_states(hf_text, ids, mask)
+    err = report(f"t5 last_hidden_state {name} unrolled", got, ref)
+    assert err <= 1e-4 * max(1.0, np.abs(ref).max())
+
+
 def test_without_attention_mask(pair):
     name, hf_text, config, params, _ = pair
     ids = np.random.default_rng(7).integers(0, config.text_encoder.vocab_size, (2, 9))
