@@ -447,10 +447,11 @@ class Runner:
         (one-hot at bin 0, what ``generate`` uses for text alone), tiled the same way."""
         length = self.model.config.chroma_length
         if clip is None:
-            return np.zeros((1, length, self.model.config.num_chroma), np.float32) + np.eye(
-                1, self.model.config.num_chroma, dtype=np.float32
-            )
-        feats = self.model.feature_extractor([clip], sampling_rate=self.sampling_rate)["input_features"]
+            from musicgen_jax.conditioning import null_chroma
+
+            feats = np.asarray(null_chroma(self.model.config, 1))
+        else:
+            feats = self.model.feature_extractor([clip], sampling_rate=self.sampling_rate)["input_features"]
         return np.tile(feats, (1, math.ceil(length / feats.shape[1]), 1))[:, :length]
 
 
