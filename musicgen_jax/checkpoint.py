@@ -18,9 +18,13 @@ process killed at any moment leaves the old checkpoint or the new one, each load
 recognised by their owner stamp and removed by the next save. Loading follows the pointer (:func:`resolve`).
 Version-1 directories (``params/`` and the json files at the top, written by musicgen-jax 0.1) still load.
 
-Restoring reads straight into the requested dtype and, when given, straight into a sharding (no host copy of the
-whole tree first). Before orbax reads anything, every file the version lists is checked for presence and size, so a
-truncated or missing file is reported by name.
+Parameters are saved uncompressed, one zarr array (one chunk file) per leaf, without orbax's OCDBT container: each
+chunk file is then the array's bytes in C order, and :func:`restore` maps it into memory (``np.memmap``,
+copy-on-write) instead of reading it; on CPU ``jax.device_put`` adopts an aligned host buffer without a copy, so the
+weights are on the device as soon as they are mapped (pages are read on first use, as HF's safetensors loading does).
+Any other layout (older, compressed or OCDBT saves) is read by orbax. Both read straight into the requested dtype
+and, when given, straight into a sharding (no host copy of the whole tree first). Before anything is read, every
+file the version lists is checked for presence and size, so a truncated or missing file is reported by name.
 """
 
 from __future__ import annotations
@@ -223,11 +227,13 @@ def save(
         _write_json(os.path.join(folder, "generation_config.json"), generation_json)
     _reached("side-files-written")
     # Uncompressed: orbax's default zstd saves ~10% of float32 weights, but each array is one chunk decompressed
-    # on one core, and the small model's restore took 4.8 s instead of 1.9 s (AMD EPYC, warm page cache). Older,
-    # compressed checkpoints restore as before (the compressor is in each array's metadata).
-    checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler(use_compression=False))
+    # on one core, and the small model's restore took 4.8 s instead of 1.9 s (AMD EPYC, warm page cache). No OCDBT:
+    # one plain chunk file per array, which restore() maps into memory (benchmarks/NOTES.md #13). Older, compressed
+    # or OCDBT checkpoints restore as before (orbax reads each array's metadata).
+    checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler(use_compression=False, use_ocdbt=False))
     try:
-        checkpointer.save(os.path.join(folder, "params"), args=ocp.args.PyTreeSave(params))
+        with _absl_quiet():  # orbax warns that it found no OCDBT files to merge: we asked for none
+            checkpointer.save(os.path.join(folder, "params"), args=ocp.args.PyTreeSave(params))
     finally:
         checkpointer.close()
     _reached("params-written")
@@ -252,6 +258,20 @@ def save(
     _remove_old(dst, keep=name, old_marker=old_marker)
     _reached("old-removed")
     return dst
+
+
+@contextlib.contextmanager
+def _absl_quiet():
+    """absl's (orbax's) log records below ERROR dropped while the block runs."""
+    import logging
+
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _remove_old(dst: str, keep: str, old_marker: dict | None) -> None:
@@ -326,14 +346,17 @@ def restore(path: str | os.PathLike, abstract, dtype=None, shardings=None):
       dtype: target floating dtype, or None to keep the saved dtypes.
       shardings: optional tree of ``jax.sharding.Sharding`` matching ``abstract``: arrays restore straight into it.
     """
-    import orbax.checkpoint as ocp
-
     path = os.path.abspath(resolve(path))
     marker = read_marker(path)
     if marker is None:
         raise CheckpointError(f"{os.path.join(path, MARKER)}: missing; not a converted musicgen-jax checkpoint")
     _check_files(path, marker)
     target = os.path.join(path, "params")
+    views = mapped_arrays(target, abstract)
+    if views is not None:
+        return _place(views, abstract, dtype, shardings)
+    import orbax.checkpoint as ocp  # only for layouts it alone reads: importing it takes ~0.3 s
+
     checkpointer = ocp.StandardCheckpointer()
     with _stderr_held():
         try:
@@ -369,6 +392,77 @@ def _restore_checked(checkpointer, target: str, abstract, dtype, shardings):
     except Exception as e:  # tensorstore's messages are long; the first line names the array and the file
         reason = " ".join(str(e).split())[:300] or type(e).__name__
         raise CheckpointError(f"{target}: cannot read the parameters ({reason})") from None
+
+
+# zarr v2 dtype strings of the arrays orbax writes -> numpy dtypes (little-endian only: what every host here is).
+_ZARR_DTYPES = {"<f4": "float32", "<f2": "float16", "<f8": "float64", "bfloat16": "bfloat16", "<i4": "int32"}
+_MAP_AT_LEAST = 1 << 20  # arrays this large are memory-mapped; smaller ones are read (a page per array is waste)
+
+
+def mapped_arrays(target: str, abstract) -> dict | None:
+    """Host views of every array of an orbax save in the plain layout :func:`save` writes (one uncompressed,
+    C-ordered zarr v2 chunk per array, no OCDBT), keyed by ``keystr`` of its path, when the save holds exactly the
+    leaves of ``abstract`` with their shapes; None for any other layout or tree, which orbax then reads (and
+    reports, naming the parameter).
+
+    Large arrays are ``np.memmap`` views (copy-on-write: a donated or updated buffer never writes to the file),
+    small ones are read. The chunk files' sizes are checked, so a view never reaches past a truncated file.
+    """
+    leaves = jax.tree_util.tree_leaves_with_path(abstract)
+    folders = {".".join(str(entry.key) for entry in path): (path, want) for path, want in leaves}
+    try:
+        present = {n for n in os.listdir(target) if os.path.isfile(os.path.join(target, n, ".zarray"))}
+    except OSError:
+        return None
+    if present != set(folders):
+        return None
+    views = {}
+    for folder, (path, want) in folders.items():
+        try:
+            with open(os.path.join(target, folder, ".zarray"), encoding="utf-8") as f:
+                meta = json.load(f)
+        except (OSError, ValueError):
+            return None
+        shape = tuple(meta.get("shape") or ())
+        dtype = _ZARR_DTYPES.get(meta.get("dtype"))
+        plain = (
+            meta.get("zarr_format") == 2
+            and meta.get("compressor") is None
+            and meta.get("filters") is None
+            and meta.get("order") == "C"
+            and meta.get("dimension_separator", ".") == "."
+            and tuple(meta.get("chunks") or ()) == shape
+        )
+        if not plain or dtype is None or shape != tuple(want.shape):
+            return None
+        dtype = np.dtype(jax.numpy.dtype(dtype))  # bfloat16 through ml_dtypes
+        chunk = os.path.join(target, folder, ".".join("0" * len(shape)) or "0")
+        size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if not os.path.isfile(chunk) or os.path.getsize(chunk) != size:
+            return None
+        if size >= _MAP_AT_LEAST:
+            views[jax.tree_util.keystr(path)] = np.memmap(chunk, dtype, mode="c", shape=shape)
+        else:
+            views[jax.tree_util.keystr(path)] = np.fromfile(chunk, dtype).reshape(shape)
+    return views
+
+
+def _place(views: dict, abstract, dtype, shardings):
+    """The tree of ``abstract`` from :func:`mapped_arrays`' views, cast to ``dtype`` (None: as saved) and put on the
+    device: without a copy on CPU when the dtype is kept (``jax.device_put`` adopts aligned host buffers), or
+    straight into ``shardings``, each device reading only its slice."""
+
+    def leaf(path, want):
+        host = views[jax.tree_util.keystr(path)]
+        if dtype is not None and host.dtype != np.dtype(dtype):
+            host = host.astype(dtype)
+        target = _lookup(shardings, path)
+        if target is None:
+            return host
+        return jax.make_array_from_callback(host.shape, target, lambda index: host[index])
+
+    tree = jax.tree_util.tree_map_with_path(leaf, abstract)
+    return jax.device_put(tree) if shardings is None else tree
 
 
 def _lookup(tree, path):

@@ -33,9 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from musicgen_jax.config import DecoderConfig
-from musicgen_jax.layers import activation, dot_general, einsum, layer_norm, matmul
-
-_init = nn.initializers.normal(0.02)
+from musicgen_jax.layers import activation, declared, dot_general, einsum, layer_norm, matmul
 
 
 class Conditions(NamedTuple):
@@ -171,8 +169,8 @@ class Attention(nn.Module):
         ``(N * H, D)`` matrix it already is in memory."""
         cfg = self.config
         D, N, H = cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim
-        qkv = self.param("qkv", _init, (D, 3, N, H))
-        out = self.param("out", _init, (N, H, D))
+        qkv = self.param("qkv", declared, (D, 3, N, H))
+        out = self.param("out", declared, (N, H, D))
         prec = cfg.matmul_precision
         qkv_BTGNH = einsum("BTD,DGNH->BTGNH", x_BTD, qkv, matmul_precision=prec)
         qkv_GBNTH = qkv_BTGNH.transpose(2, 0, 3, 1, 4)  # activations only: tiny
@@ -218,9 +216,9 @@ class CrossAttention(nn.Module):
         cfg = self.config
         D, N, H = cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim
         prec = cfg.matmul_precision
-        q = self.param("q", _init, (D, N, H))
-        kv_proj = self.param("kv", _init, (D, 2, N, H))
-        out = self.param("out", _init, (N, H, D))
+        q = self.param("q", declared, (D, N, H))
+        kv_proj = self.param("kv", declared, (D, 2, N, H))
+        out = self.param("out", declared, (N, H, D))
         if kv is None:
             kv_GBNWH = einsum("BWD,DGNH->GBNWH", encoder_BWD.astype(x_BTD.dtype), kv_proj, matmul_precision=prec)
             kv = (kv_GBNWH[0], kv_GBNWH[1])
@@ -247,8 +245,8 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x_BTD):
         cfg = self.config
-        up = self.param("up", _init, (cfg.hidden_size, cfg.ffn_dim))
-        down = self.param("down", _init, (cfg.ffn_dim, cfg.hidden_size))
+        up = self.param("up", declared, (cfg.hidden_size, cfg.ffn_dim))
+        down = self.param("down", declared, (cfg.ffn_dim, cfg.hidden_size))
         prec = cfg.matmul_precision
         h_BTF = activation(cfg.activation_function)(einsum("BTD,DF->BTF", x_BTD, up, matmul_precision=prec))
         h_BTF = nn.Dropout(cfg.activation_dropout)(h_BTF, deterministic=self.deterministic)
@@ -325,7 +323,7 @@ class Decoder(nn.Module):
     ):
         cfg = self.config
         K, V, D = cfg.num_codebooks, cfg.vocab_size, cfg.hidden_size
-        embed = self.param("embed", _init, (K, V + 1, D))
+        embed = self.param("embed", declared, (K, V + 1, D))
         x_BKTD = embed[jnp.arange(K)[None, :, None], input_ids_BKT]
         x_BTD = jnp.sum(x_BKTD, axis=1)
         if prefix_BPD is not None:
@@ -393,7 +391,7 @@ class Decoder(nn.Module):
             new_cache = (*new_cache, *(cross_kv if new_kv is None else new_kv), cross_mask_BW)
 
         x_BTD = layer_norm("final_norm")(x_BTD)
-        lm_heads = self.param("lm_heads", _init, (K, D, V))
+        lm_heads = self.param("lm_heads", declared, (K, D, V))
         # K as a batch axis of both operands, activations as the left operand: the heads are read as the K (D, V)
         # matrices they are in memory. ("BTD,KDV" has XLA transpose them all into one (D, K * V) matrix on every
         # step, and jnp.einsum puts the kernel on the left, where XLA:CPU's batched matmul is 8x slower.)

@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from musicgen_jax.config import ConfigError, EncodecConfig, read_json
+from musicgen_jax.layers import declared
 
 # The codes are an argmax over distances computed from many convolutions: ask for full float32 products on every
 # backend (GPUs would otherwise use TF32), or a near tie can pick another codeword than PyTorch.
@@ -112,8 +113,8 @@ class TimeGroupNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x_BYO):
-        scale = self.param("scale", nn.initializers.ones, (self.features,))
-        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        scale = self.param("scale", declared, (self.features,))
+        bias = self.param("bias", declared, (self.features,))
         x32 = x_BYO.astype(jnp.float32)
         mean = jnp.mean(x32, axis=(1, 2), keepdims=True)
         var = jnp.mean(jnp.square(x32 - mean), axis=(1, 2), keepdims=True)
@@ -132,16 +133,16 @@ class _ConvBase(nn.Module):
         """The effective ``(Z, I, O)`` kernel, the bias, and the optional group norm."""
         cfg = self.config
         shape = (self.kernel_size, in_features, self.features)
-        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        bias = self.param("bias", declared, (self.features,))
         if cfg.norm_type == "weight_norm":
             # torch weight norm is over dim 0 of the torch weight: output channels of a conv, but *input* channels
             # of a transposed conv (whose torch weight is (I, O, Z)).
-            g = self.param("g", nn.initializers.ones, (in_features if transposed else self.features,))
-            v = self.param("v", nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=2), shape)
+            g = self.param("g", declared, (in_features if transposed else self.features,))
+            v = self.param("v", declared, shape)
             kernel = _weight_norm(g, v, (0, 2) if transposed else (0, 1), self.dtype)
             norm = None
         else:
-            kernel = self.param("kernel", nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=2), shape)
+            kernel = self.param("kernel", declared, shape)
             kernel = kernel.astype(self.dtype)
             norm = TimeGroupNorm(self.features, name="norm")
         return kernel, bias.astype(self.dtype), norm
@@ -275,11 +276,10 @@ class LSTM(nn.Module):
     @nn.compact
     def __call__(self, x_BYI):
         L, I = self.config.num_lstm_layers, self.dim
-        init = nn.initializers.uniform(1.0 / math.sqrt(I))
-        w_in = self.param("w_in", init, (L, I, 4, I)).astype(self.dtype)
-        w_rec = self.param("w_rec", init, (L, I, 4, I)).astype(self.dtype)
-        b_in = self.param("b_in", init, (L, 4, I)).astype(self.dtype)
-        b_rec = self.param("b_rec", init, (L, 4, I)).astype(self.dtype)
+        w_in = self.param("w_in", declared, (L, I, 4, I)).astype(self.dtype)
+        w_rec = self.param("w_rec", declared, (L, I, 4, I)).astype(self.dtype)
+        b_in = self.param("b_in", declared, (L, 4, I)).astype(self.dtype)
+        b_rec = self.param("b_rec", declared, (L, 4, I)).astype(self.dtype)
         x_YBI = jnp.swapaxes(x_BYI.astype(self.dtype), 0, 1)
 
         def layer(h_YBI, weights):
@@ -368,7 +368,7 @@ class ResidualVectorQuantizer(nn.Module):
     def setup(self):
         cfg = self.config
         shape = (cfg.num_quantizers, cfg.codebook_size, cfg.codebook_dim)
-        self.codebooks = self.param("codebooks", nn.initializers.normal(1.0), shape)
+        self.codebooks = self.param("codebooks", declared, shape)
 
     def encode(self, x_BYD, num_quantizers: int):
         """Embeddings ``(B, Y, D)`` -> codes int32 ``(K', B, Y)`` from the first ``num_quantizers`` codebooks.

@@ -25,9 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from musicgen_jax.config import T5Config
-from musicgen_jax.layers import activation, einsum
-
-_init = nn.initializers.normal(0.02)
+from musicgen_jax.layers import activation, declared, einsum
 
 
 class RMSNorm(nn.Module):
@@ -37,7 +35,7 @@ class RMSNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
+        scale = self.param("scale", declared, (x.shape[-1],))
         x32 = x.astype(jnp.float32)
         variance = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
         return (scale.astype(jnp.float32) * (x32 * jax.lax.rsqrt(variance + self.epsilon))).astype(x.dtype)
@@ -73,8 +71,8 @@ class Attention(nn.Module):
     def __call__(self, x_BWE, bias_BNWS):
         cfg = self.config
         E, N, H = cfg.d_model, cfg.num_heads, cfg.d_kv
-        qkv = self.param("qkv", _init, (E, 3, N, H))
-        out = self.param("out", _init, (N, H, E))
+        qkv = self.param("qkv", declared, (E, 3, N, H))
+        out = self.param("out", declared, (N, H, E))
         prec = cfg.matmul_precision
         qkv_BWGNH = einsum("BWE,EGNH->BWGNH", x_BWE, qkv, matmul_precision=prec)
         q_BWNH, k_BSNH, v_BSNH = qkv_BWGNH[:, :, 0], qkv_BWGNH[:, :, 1], qkv_BWGNH[:, :, 2]
@@ -97,12 +95,12 @@ class MLP(nn.Module):
         cfg = self.config
         E, F = cfg.d_model, cfg.d_ff
         act = activation(cfg.dense_act_fn)
-        up = self.param("up", _init, (E, F))
-        down = self.param("down", _init, (F, E))
+        up = self.param("up", declared, (E, F))
+        down = self.param("down", declared, (F, E))
         prec = cfg.matmul_precision
         h_BWF = einsum("BWE,EF->BWF", x_BWE, up, matmul_precision=prec)
         if cfg.is_gated_act:
-            gate = self.param("gate", _init, (E, F))
+            gate = self.param("gate", declared, (E, F))
             h_BWF = act(einsum("BWE,EF->BWF", x_BWE, gate, matmul_precision=prec)) * h_BWF
         else:
             h_BWF = act(h_BWF)
@@ -150,8 +148,8 @@ class T5Encoder(nn.Module):
     @nn.compact
     def __call__(self, input_ids_BW, attention_mask_BW=None):
         cfg = self.config
-        embed = self.param("embed", _init, (cfg.vocab_size, cfg.d_model))
-        rel_bias = self.param("rel_bias", _init, (cfg.relative_attention_num_buckets, cfg.num_heads))
+        embed = self.param("embed", declared, (cfg.vocab_size, cfg.d_model))
+        rel_bias = self.param("rel_bias", declared, (cfg.relative_attention_num_buckets, cfg.num_heads))
         x_BWE = embed[input_ids_BW]
         x_BWE = nn.Dropout(cfg.dropout_rate)(x_BWE, deterministic=self.deterministic)
         W = input_ids_BW.shape[1]

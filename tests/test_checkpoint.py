@@ -223,6 +223,49 @@ def test_a_version_1_checkpoint_loads_and_is_replaced_without_touching_its_json(
     np.testing.assert_array_equal(np.asarray(again.params["decoder"]["embed"]), params["decoder"]["embed"])
 
 
+def _abstract_of(tree):
+    return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), tree)
+
+
+def test_the_plain_layout_is_memory_mapped_and_reads_what_orbax_reads(tmp_path):
+    """save() writes one plain chunk file per array; restore() maps the large ones into memory and reads the small
+    ones itself, and gets exactly what orbax's own reader gets, as saved and cast to bfloat16."""
+    import orbax.checkpoint as ocp
+
+    rng = np.random.default_rng(0)
+    params = {
+        "big": rng.standard_normal((512, 1024)).astype(np.float32),  # 2 MiB: mapped
+        "small": {"w": rng.standard_normal((3, 5, 7)).astype(np.float32), "zero": np.zeros((9,), np.float32)},
+        "scalar": np.float32(-2.5),
+    }
+    checkpoint.save(tmp_path / "c", params, {}, None)
+    target = os.path.join(checkpoint.resolve(tmp_path / "c"), "params")
+    abstract = _abstract_of(params)
+    views = checkpoint.mapped_arrays(target, abstract)
+    assert isinstance(views["['big']"], np.memmap) and not isinstance(views["['small']['w']"], np.memmap)
+    for dtype in (None, jax.numpy.bfloat16):
+        ours = checkpoint.restore(tmp_path / "c", abstract, dtype=dtype)
+        want = ocp.StandardCheckpointer().restore(
+            target, jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, dtype or s.dtype), abstract)
+        )
+        for a, b in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(want), strict=True):
+            assert isinstance(a, jax.Array) and a.dtype == b.dtype and a.shape == b.shape
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_mapped_parameter_updated_in_place_never_writes_the_checkpoint(tmp_path):
+    """The maps are copy-on-write: a donated (reused) or updated parameter buffer leaves the files as saved."""
+    params = {"w": np.ones((512, 1024), np.float32)}
+    checkpoint.save(tmp_path / "c", params, {}, None)
+    folder = checkpoint.resolve(tmp_path / "c")
+    before = _tree(folder)
+    loaded = checkpoint.restore(tmp_path / "c", _abstract_of(params))
+    doubled = jax.jit(lambda tree: {"w": tree["w"] * 2}, donate_argnums=0)(loaded)
+    np.testing.assert_array_equal(np.asarray(doubled["w"]), 2.0)
+    assert _tree(folder) == before
+    np.testing.assert_array_equal(np.asarray(checkpoint.restore(tmp_path / "c", _abstract_of(params))["w"]), 1.0)
+
+
 @pytest.fixture(scope="module")
 def noise(tmp_path_factory):
     return write_random_checkpoint(tmp_path_factory.mktemp("noise") / "ckpt")
@@ -242,7 +285,9 @@ def _cli_stderr(*argv) -> tuple[int, list[str]]:
 
 
 def _largest_data_file(folder) -> str:
-    files = [os.path.join(r, n) for r, _, ns in os.walk(folder) for n in ns if os.sep + "d" + os.sep in r + os.sep]
+    """The largest file of the parameters (a chunk file of the plain layout, or an OCDBT data file)."""
+    params = os.sep + "params" + os.sep
+    files = [os.path.join(r, n) for r, _, ns in os.walk(folder) for n in ns if params in os.path.join(r, "")]
     return max(files, key=os.path.getsize)
 
 
