@@ -4,6 +4,9 @@
 ``model_type``) and returns ``(config, params)``:
 the parameter tree is a nested dict of numpy arrays whose layout the Flax modules define. Each network part has
 its own table (``convert/decoder.py``, ...); every HF tensor must be claimed by exactly one part.
+
+``export_tensors(params, config)`` runs the same tables backwards (our tree -> HF tensors, for writing a
+transformers checkpoint again; :func:`convert.rules.export`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from convert.reader import CheckpointError, read_checkpoint
-from convert.rules import Rule, convert
+from convert.rules import Rule, convert, export
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +93,40 @@ def convert_tensors(
     return params
 
 
+def export_tensors(
+    params: Mapping, config, dropped: Mapping[str, np.ndarray] | None = None, source: str = "parameters"
+) -> dict[str, np.ndarray]:
+    """Our whole parameter tree (the scanned layout, numpy or jax leaves) -> the HF tensors of a transformers
+    ``MusicgenMelodyForConditionalGeneration`` / ``MusicgenForConditionalGeneration`` state dict, as its
+    ``save_pretrained`` writes them (T5's tied ``encoder.embed_tokens`` left out, as transformers does).
+
+    The tree must have exactly the leaves and shapes of :func:`musicgen_jax.parameters.abstract`, or the error names
+    the first that differs. ``dropped``: tensors the converter reads and drops (EnCodec's training buffers), e.g. the
+    base HF checkpoint's; those absent get HF's initial values.
+    """
+    import jax
+
+    from musicgen_jax import parameters
+
+    want = {
+        jax.tree_util.keystr(p): s.shape for p, s in jax.tree_util.tree_leaves_with_path(parameters.abstract(config))
+    }
+    got = {jax.tree_util.keystr(p): np.shape(x) for p, x in jax.tree_util.tree_leaves_with_path(params)}
+    for key in sorted(set(want) ^ set(got)):
+        raise CheckpointError(f"{source}: parameter {key} is {'missing' if key in want else 'unexpected'}")
+    for key, shape in want.items():
+        if tuple(got[key]) != tuple(shape):
+            raise CheckpointError(f"{source}: parameter {key} has shape {tuple(got[key])}, expected {tuple(shape)}")
+    tensors: dict[str, np.ndarray] = {}
+    for comp in components().values():
+        rules, sizes = comp.rules(config)
+        for key, value in export(params, rules, sizes, dropped, source).items():
+            if key in tensors:
+                raise AssertionError(f"two conversion tables write {key!r}")
+            tensors[key] = value
+    return tensors
+
+
 def convert_checkpoint(path: str | os.PathLike, parts: tuple[str, ...] | None = None):
     """Reads ``config.json`` and the weights of a HF checkpoint directory; returns ``(config, params)``."""
     from musicgen_jax.config import config_from_pretrained
@@ -106,5 +143,7 @@ __all__ = [
     "convert",
     "convert_checkpoint",
     "convert_tensors",
+    "export",
+    "export_tensors",
     "read_checkpoint",
 ]

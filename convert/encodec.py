@@ -14,22 +14,33 @@ Weight norm comes in two spellings, both mapped (a checkpoint has one or the oth
 
 from __future__ import annotations
 
-from convert.rules import Rule, Transform, linear
+import numpy as np
+
+from convert.rules import Rule, Transform, linear, reshaped
 from musicgen_jax.config import EncodecConfig
 
 # torch Conv1d weight (O, I, Z) -> our kernel (Z, I, O).
-CONV_KERNEL = Transform("conv_kernel", lambda x, shape: x.transpose(2, 1, 0), lambda shape: tuple(reversed(shape)))
+CONV_KERNEL = Transform(
+    "conv_kernel",
+    lambda x, shape: x.transpose(2, 1, 0),
+    lambda shape: tuple(reversed(shape)),
+    lambda y, shape: y.transpose(2, 1, 0),
+)
 # torch ConvTranspose1d weight (I, O, Z) -> our kernel (Z, I, O).
 CONV_TRANSPOSE_KERNEL = Transform(
-    "conv_transpose_kernel", lambda x, shape: x.transpose(2, 0, 1), lambda shape: (shape[1], shape[2], shape[0])
+    "conv_transpose_kernel",
+    lambda x, shape: x.transpose(2, 0, 1),
+    lambda shape: (shape[1], shape[2], shape[0]),
+    lambda y, shape: y.transpose(1, 2, 0),
 )
 # torch weight norm magnitude g (channels, 1, 1) -> (channels,).
-WEIGHT_NORM_G = Transform("weight_norm_g", lambda x, shape: x.reshape(shape), lambda shape: (shape[0], 1, 1))
+WEIGHT_NORM_G = reshaped("weight_norm_g", lambda shape: (shape[0], 1, 1))
 # torch LSTM bias (4 * O,), gates i, f, g, o -> (G, O).
-LSTM_BIAS = Transform("lstm_bias", lambda x, shape: x.reshape(shape), lambda shape: (shape[0] * shape[1],))
+LSTM_BIAS = reshaped("lstm_bias", lambda shape: (shape[0] * shape[1],))
 
 # Training-only buffers of each codebook (k-means init flag, EMA statistics) are matched, so the table stays strict
-# (any other stray key is still an error), and dropped (Rule.drop).
+# (any other stray key is still an error), and dropped (Rule.drop). Exported again, they are the base checkpoint's when
+# known, else HF's initial values (EncodecEuclideanCodebook: inited [1.], cluster_size 0, embed_avg = embed).
 
 _SPELLINGS = (
     ("parametrizations.weight.original0", "parametrizations.weight.original1"),
@@ -108,8 +119,14 @@ def encodec_rules(
     codebook = f"{prefix}quantizer.layers.{{quantizer}}.codebook."
     stack = (("quantizer", 0),)
     rules.append(Rule(codebook + "embed", (*root, "quantizer", "codebooks"), stack=stack))
-    for buffer in ("inited", "cluster_size", "embed_avg"):
-        rules.append(Rule(codebook + buffer, ("dropped",), stack=stack, drop=True))
+    codebooks = (*root, "quantizer", "codebooks")  # (Q, codebook_size, codebook_dim)
+    fills = {
+        "inited": lambda get, index: np.ones((1,), get(codebooks).dtype),
+        "cluster_size": lambda get, index: np.zeros(get(codebooks).shape[1:2], get(codebooks).dtype),
+        "embed_avg": lambda get, index: get(codebooks)[index["quantizer"]],
+    }
+    for buffer, fill in fills.items():
+        rules.append(Rule(codebook + buffer, ("dropped",), stack=stack, drop=True, fill=fill))
 
     sizes = {"lstm_layer": config.num_lstm_layers, "quantizer": config.num_quantizers}
     return rules, sizes

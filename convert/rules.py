@@ -12,6 +12,10 @@ outermost first. The engine is strict:
   both), in which case the copies must be equal;
 - every source shape is checked against the shape our module expects, and the error names key and both shapes;
 - the result has exactly the leaves (and shapes) of the module's abstract parameter tree.
+
+The same table runs backwards (:func:`export`, for writing HF safetensors again): each :class:`Transform` carries its
+inverse, each leaf is sliced back into its pieces along its stacking axes, and every rule gives back exactly the keys
+it read (``tied`` copies and all but the first spelling of a leaf excepted; see :func:`export`).
 """
 
 from __future__ import annotations
@@ -29,14 +33,21 @@ from convert.reader import CheckpointError
 
 @dataclasses.dataclass(frozen=True)
 class Transform:
-    """A named array transform with the inverse map on shapes (for error messages and checks)."""
+    """A named array transform, the inverse map on shapes (for error messages and checks) and the inverse map on
+    arrays (for :func:`export`)."""
 
     name: str
     apply: Callable[[np.ndarray, tuple[int, ...]], np.ndarray]  # (source, piece shape) -> piece
     source_shape: Callable[[tuple[int, ...]], tuple[int, ...]]  # piece shape -> expected source shape
+    invert: Callable[[np.ndarray, tuple[int, ...]], np.ndarray]  # (piece, source shape) -> source
 
 
-IDENTITY = Transform("identity", lambda x, shape: x, lambda shape: tuple(shape))
+def reshaped(name: str, source_shape: Callable[[tuple[int, ...]], tuple[int, ...]]) -> Transform:
+    """A transform that only reshapes (same element order both ways)."""
+    return Transform(name, lambda x, shape: x.reshape(shape), source_shape, lambda y, shape: y.reshape(shape))
+
+
+IDENTITY = Transform("identity", lambda x, shape: x, lambda shape: tuple(shape), lambda y, shape: y)
 
 
 def linear(n_in: int = 1) -> Transform:
@@ -47,7 +58,10 @@ def linear(n_in: int = 1) -> Transform:
     def source_shape(shape):
         return (math.prod(shape[n_in:]), math.prod(shape[:n_in]))
 
-    return Transform(f"linear(n_in={n_in})", lambda x, shape: x.T.reshape(shape), source_shape)
+    def invert(y, shape):  # kernel (*in_dims, *out_dims) -> (in, out) -> torch (out, in)
+        return y.reshape(shape[1], shape[0]).T
+
+    return Transform(f"linear(n_in={n_in})", lambda x, shape: x.T.reshape(shape), source_shape, invert)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +80,9 @@ class Rule:
     fixed: tuple[tuple[str, int], ...] = ()
     tied: bool = False
     drop: bool = False  # matched (so the table stays strict) but not converted: no ``dst`` leaf receives it
+    # for a ``drop`` rule, what :func:`export` writes when no source checkpoint supplies the tensor: ``fill(get,
+    # index)`` with ``get(path)`` a leaf of our tree and ``index`` the placeholders' values (HF's initial value)
+    fill: Callable[[Callable[[tuple[str, ...]], np.ndarray], Mapping[str, int]], np.ndarray] | None = None
 
     def regex(self) -> re.Pattern:
         parts = re.split(r"\{(\w+)\}", self.src)
@@ -198,3 +215,75 @@ def _assemble(arrays: Mapping[tuple[int, ...], np.ndarray], stack, sizes) -> np.
         sub = {order[1:]: a for order, a in arrays.items() if order[0] == i}
         parts.append(_assemble(sub, rest, sizes))
     return np.stack(parts, axis=axis)
+
+
+def export(
+    params: Mapping,
+    rules: Sequence[Rule],
+    sizes: Mapping[str, int],
+    dropped: Mapping[str, np.ndarray] | None = None,
+    source: str = "parameters",
+) -> dict[str, np.ndarray]:
+    """The inverse of :func:`convert`: our parameter tree -> HF tensors, by the same table.
+
+    Every leaf the table maps is sliced into its pieces (the stacking axes removed outermost first, as
+    :func:`convert` assembled them) and each piece goes back through its rule's ``transform.invert``, to the key that
+    rule reads. A leaf that several rules can supply (a ``tied`` copy, or a second spelling such as EnCodec's
+    ``weight_g``) is written once, under the first non-tied rule that matches its ``fixed`` index: HF's own spelling
+    today, and what ``save_pretrained`` writes (it drops tied copies). ``drop`` rules (training-only buffers) take
+    their tensors from ``dropped`` (the base checkpoint's, when known; shapes must match ``fill``'s), else from
+    ``fill``. Every leaf of ``params`` under the table's destinations must be used, or the error names it.
+
+    Returns HF name -> C-contiguous numpy array (the leaves' dtype kept).
+    """
+    leaves = _leaves(params)
+    rules_by_dst: dict[tuple[str, ...], list[Rule]] = {}
+    for rule in rules:
+        if not rule.drop:
+            rules_by_dst.setdefault(rule.dst, []).append(rule)
+    roots = {rule.dst[0] for rule in rules if not rule.drop}
+    unused = [path for path in leaves if path[0] in roots and path not in rules_by_dst]
+    if unused:
+        raise AssertionError(f"{source}: no conversion rule for parameter {'/'.join(unused[0])}")
+    out: dict[str, np.ndarray] = {}
+
+    def put(key: str, array: np.ndarray) -> None:
+        if key in out:
+            raise AssertionError(f"conversion table writes {key!r} twice")
+        out[key] = np.ascontiguousarray(array)
+
+    for dst, dst_rules in rules_by_dst.items():
+        if dst not in leaves:
+            raise CheckpointError(f"{source}: parameter {'/'.join(dst)} is missing")
+        leaf = np.asarray(leaves[dst])
+        stack = dst_rules[0].stack
+        for order in itertools.product(*(range(sizes[name]) for name, _ in stack)):
+            index = dict(zip((name for name, _ in stack), order, strict=True))
+            rule = next(r for r in dst_rules if not r.tied and all(index[n] == v for n, v in r.fixed))
+            piece = leaf
+            for (_, axis), i in zip(stack, order, strict=True):
+                piece = np.take(piece, i, axis=axis)
+            free = {k: v for k, v in index.items() if k not in dict(rule.fixed)}
+            put(rule.key_for(free), rule.transform.invert(piece, rule.transform.source_shape(piece.shape)))
+
+    def get(path):
+        return np.asarray(leaves[tuple(path)])
+
+    for rule in rules:
+        if not rule.drop:
+            continue
+        names = [name for name, _ in rule.stack]
+        for order in itertools.product(*(range(sizes[name]) for name in names)):
+            index = dict(zip(names, order, strict=True))
+            key = rule.key_for(index)
+            default = None if rule.fill is None else np.asarray(rule.fill(get, index))
+            if dropped is not None and key in dropped:
+                value = np.asarray(dropped[key])
+                if default is not None and value.shape != default.shape:
+                    raise CheckpointError(f"{source}: {key!r} has shape {value.shape}, expected {default.shape}")
+            elif default is not None:
+                value = default
+            else:
+                raise CheckpointError(f"{source}: no value for the training buffer {key!r}")
+            put(key, value)
+    return out

@@ -1,4 +1,5 @@
-"""The ``musicgen-jax`` command: ``generate``, ``batch``, ``convert``, ``random-checkpoint``, ``finetune``, ``verify``.
+"""The ``musicgen-jax`` command: ``generate``, ``batch``, ``convert``, ``export``, ``random-checkpoint``, ``finetune``,
+``verify``.
 
 Every expected failure (bad checkpoint, bad audio, bad argument, unwritable output) ends with one line on stderr
 and exit status 2; set ``MUSICGEN_JAX_DEBUG=1`` to see the traceback instead.
@@ -105,6 +106,10 @@ def cmd_generate(args) -> int:
     )
     check_seed(args.seed, "--seed")
     paths = _output_paths(args.out, max(len(texts), 1), args.overwrite)
+    if args.lora is not None:  # its settings, before anything heavy loads
+        from musicgen_jax import lora
+
+        lora.read_config(args.lora)
 
     from musicgen_jax import hub
     from musicgen_jax.config import config_from_pretrained
@@ -127,7 +132,7 @@ def cmd_generate(args) -> int:
                 f"frame ({fe.hop_length} samples at {fe.sampling_rate} Hz); give at least {least:g} s"
             )
     model = MusicgenMelodyForConditionalGeneration.from_pretrained(
-        args.model, dtype=args.dtype, matmul_precision=args.matmul_precision
+        args.model, dtype=args.dtype, matmul_precision=args.matmul_precision, lora=args.lora
     )
     batch = max(len(texts), 1)
     if melody is None:
@@ -343,6 +348,76 @@ def cmd_random_checkpoint(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    """A training checkpoint (its latest step, or ``--step``) or a converted checkpoint -> a transformers folder."""
+    from musicgen_jax import checkpoint, hf_export
+
+    src = args.src
+    if not os.path.isdir(src):
+        raise CLIError(f"--src {src}: {'not a directory' if os.path.exists(src) else 'no such directory'}")
+    try:
+        hf_export.check_destination(args.dst)  # before anything loads
+    except hf_export.ExportError as e:
+        raise CLIError(f"--dst {e}") from None
+    started = time.perf_counter()
+    if checkpoint.is_converted(src):
+        from musicgen_jax import MusicgenMelodyForConditionalGeneration
+
+        if args.step is not None or args.model is not None:
+            raise CLIError("--step and --model apply to a training checkpoint, not to a converted checkpoint")
+        model = MusicgenMelodyForConditionalGeneration.from_pretrained(src, dtype="auto", scan_layers=True)
+        dst = model.save_pretrained(args.dst, format="hf")
+        what = "converted checkpoint"
+    else:
+        dst, what = _export_training_checkpoint(args)
+    print(f"exported {what} {src} -> {dst} (transformers safetensors) in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def _training_steps(folder: str) -> list[int]:
+    return sorted(int(e) for e in os.listdir(folder) if e.isdigit() and os.path.isdir(os.path.join(folder, e)))
+
+
+def _export_training_checkpoint(args) -> tuple[str, str]:
+    from musicgen_jax import checkpoint, hf_export, lora, training
+    from musicgen_jax import decoder as decoder_module
+    from musicgen_jax.config import GenerationConfig, config_from_pretrained
+
+    run = args.src
+    if not _training_steps(run) and os.path.isdir(os.path.join(run, "checkpoints")):
+        run = os.path.join(run, "checkpoints")  # the finetune OUT folder itself
+    steps = _training_steps(run)
+    if not steps:
+        raise CLIError(
+            f"--src {args.src}: neither a training checkpoint directory (numbered step folders, as finetune writes "
+            "under OUT/checkpoints) nor a converted musicgen-jax checkpoint"
+        )
+    if args.step is not None and args.step not in steps:
+        raise CLIError(f"--step {args.step}: {run} holds steps {', '.join(map(str, steps))}")
+    try:
+        params, metadata, step = training.restore_run(run, args.step)
+    except Exception as e:
+        raise CLIError(f"--src {run}: cannot read the training checkpoint ({one_line(e)[:300]})") from None
+    base = args.model or (metadata or {}).get("model")
+    if base is None:
+        raise CLIError(f"--src {run}/{step}: its metadata names no base model; pass --model (the model it trained)")
+    if not os.path.isdir(base):
+        where = "--model" if args.model else f"the base model recorded in {run}/{step}"
+        raise CLIError(f"{where}: {base}: no such model directory (pass --model with its new place)")
+    folder = checkpoint.resolve(base)
+    config = config_from_pretrained(folder)
+    if lora.PART in params:  # LoRA training: the adapters merged into the decoder
+        params = lora.merge(params, lora.LoraConfig.from_json((metadata or {}).get("lora") or {}))
+    for part in ("decoder", "text_encoder"):
+        if part in params:
+            params[part] = decoder_module.stack_layers(params[part])
+    note = {"source": os.path.abspath(run), "step": step, "base_model": os.path.abspath(base)}
+    dst = hf_export.save(
+        args.dst, params, config, GenerationConfig.from_pretrained(folder, config.decoder), copy_from=folder, note=note
+    )
+    return dst, f"step {step} of"
+
+
 def cmd_finetune(args) -> int:
     from musicgen_jax import finetune
 
@@ -408,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--temperature", type=float)
     gen.add_argument("--greedy", action="store_true", help="argmax decoding instead of sampling")
     gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--lora", help="LoRA adapter folder (a finetune run's OUT/lora): merged into the weights")
     gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"])
     gen.add_argument(
         "--matmul-precision",
@@ -464,6 +540,21 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     conv.set_defaults(func=cmd_convert)
 
+    exp = sub.add_parser(
+        "export",
+        help="training or converted checkpoint -> transformers (HF safetensors) folder",
+        description="Writes a folder transformers' MusicgenMelodyForConditionalGeneration / "
+        "MusicgenForConditionalGeneration loads: model.safetensors, config.json, generation_config.json and the base "
+        "model's tokenizer/preprocessor files. LoRA adapters are merged into the weights.",
+    )
+    exp.add_argument(
+        "--src", required=True, help="a finetune run's checkpoints folder (OUT/checkpoints) or a converted checkpoint"
+    )
+    exp.add_argument("--dst", required=True, help="new or empty folder (an earlier export there is replaced)")
+    exp.add_argument("--step", type=int, help="the training step to export (default: the latest)")
+    exp.add_argument("--model", help="the base model folder (default: the one the training checkpoint records)")
+    exp.set_defaults(func=cmd_export)
+
     rnd = sub.add_parser("random-checkpoint", help="write a small random-weight checkpoint (generates noise)")
     rnd.add_argument("dst")
     rnd.add_argument("--seed", type=int, default=0)
@@ -495,8 +586,24 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--seed", type=int, default=0, help="data order and dropout seed (default 0)")
     ft.add_argument("--bf16", action="store_true", help="bfloat16 compute over float32 master weights")
     ft.add_argument("--no-dropout", action="store_true", help="turn the config's dropout off")
+    ft.add_argument(
+        "--remat",
+        action="store_true",
+        help="gradient checkpointing: recompute each decoder layer in the backward pass (less memory, ~1/3 slower)",
+    )
     ft.add_argument("--train-text-encoder", action="store_true", help="train the T5 text encoder too")
     ft.add_argument("--mesh", default=None, help="DATAxMODEL device mesh, e.g. 8x1 or 2x4 (default: one device)")
+    ft.add_argument(
+        "--lora-rank",
+        type=int,
+        help="train LoRA adapters of this rank on the decoder instead of all its weights (default: full fine-tuning)",
+    )
+    ft.add_argument("--lora-alpha", type=float, help="LoRA alpha: the update is scaled by alpha/rank (default: rank)")
+    ft.add_argument(
+        "--lora-targets",
+        help="comma-separated projections to adapt (default q,k,v,out,up,down: self-attention and MLP; plain MusicGen "
+        "also has cross_q,cross_k,cross_v,cross_out)",
+    )
     ft.add_argument("--log-every", type=int, default=10, help="steps between log lines (default 10)")
     ft.add_argument("--save-every", type=int, default=500, help="steps between checkpoints (default 500)")
     ft.add_argument("--keep", type=int, default=3, help="checkpoints to keep (default 3)")

@@ -46,6 +46,7 @@ def forward(
     target_mask_BT=None,
     deterministic: bool = True,
     rng: jax.Array | None = None,
+    remat: bool = False,
 ) -> tuple[jax.Array, Conditions]:
     """HF's forward pass, either family: decoder logits ``(B, K, P + T, V)`` and the :class:`Conditions` used.
 
@@ -53,13 +54,13 @@ def forward(
     ``text_BWE`` (zeroed where ``text_mask_BW`` is 0) and the chroma ``chroma_BMC`` (HF's null chroma when only
     text is given). Plain MusicGen: the decoder cross-attends to ``text_BWE`` projected and zeroed where the mask is
     0 (``P = 0``). ``input_ids_BKT`` int ``(B, K, T)``; ``target_mask_BT`` HF's ``decoder_attention_mask``.
-    ``rng``: dropout.
+    ``rng``: dropout. ``remat``: gradient checkpointing of the decoder layers (:class:`Decoder`), for training.
     """
     if prefix_BPD is not None:
         conditions = Conditions(prefix_BPD=prefix_BPD)
     else:
         conditions = conditioning.forward_conditions(params, config, text_BWE, text_mask_BW, chroma_BMC)
-    decoder = Decoder(config.decoder, deterministic, scan_layers=is_scanned(params["decoder"]))
+    decoder = Decoder(config.decoder, deterministic, scan_layers=is_scanned(params["decoder"]), remat=remat)
     logits_BKTV, _ = decoder.apply(
         {"params": params["decoder"]},
         input_ids_BKT,
@@ -74,6 +75,6 @@ def forward(
 
 # Compiled once per config and input shapes (the front door calls these; the loss is jitted by its caller).
 encode_text_jit = jax.jit(encode_text, static_argnames=("config", "deterministic"))
-forward_jit = jax.jit(forward, static_argnames=("config", "deterministic"))
+forward_jit = jax.jit(forward, static_argnames=("config", "deterministic", "remat"))
 generation_prefix_jit = jax.jit(conditioning.generation_prefix, static_argnames=("config", "use_cfg"))
 generation_conditions_jit = jax.jit(conditioning.generation_conditions, static_argnames=("config", "use_cfg"))

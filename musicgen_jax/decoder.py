@@ -309,6 +309,9 @@ class Decoder(nn.Module):
     config: DecoderConfig
     deterministic: bool = True
     scan_layers: bool = True  # the parameter layout; see the module docstring
+    # gradient checkpointing: each layer's activations are recomputed in the backward pass instead of being kept
+    # (jax.checkpoint around every layer, inside the scan); the same numbers, less memory, about one more forward
+    remat: bool = False
 
     @nn.compact
     def __call__(
@@ -360,9 +363,10 @@ class Decoder(nn.Module):
                 cross_mask_BW = (
                     jnp.ones(encoder_BWD.shape[:2], bool) if encoder_mask_BW is None else encoder_mask_BW.astype(bool)
                 )
+        layer_class = nn.remat(DecoderLayer, prevent_cse=not self.scan_layers) if self.remat else DecoderLayer
         if self.scan_layers:
             layers = nn.scan(
-                DecoderLayer,
+                layer_class,
                 variable_axes={"params": 0},
                 split_rngs={"params": True, "dropout": True},
                 in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, 0),
@@ -375,7 +379,7 @@ class Decoder(nn.Module):
             for i in range(cfg.num_hidden_layers):
                 layer_cache = None if cache is None else (cache.k[i], cache.v[i])
                 layer_kv = None if cross_kv is None else (cross_kv[0][i], cross_kv[1][i])
-                layer = DecoderLayer(cfg, self.deterministic, name=f"layers_{i}")
+                layer = layer_class(cfg, self.deterministic, name=f"layers_{i}")
                 (x_BTD, _, layer_cache), kv = layer(
                     (x_BTD, None, layer_cache), mask_BTS, cache_index, encoder_BWD, cross_mask_BW, layer_kv
                 )

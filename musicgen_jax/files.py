@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
+import shutil
 
 
 @contextlib.contextmanager
@@ -28,3 +30,52 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
         raise
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, kind: str):
+    """Yields a new temporary folder beside ``path`` to fill; on a clean exit it is fsynced and renamed onto ``path``
+    (missing or empty), or, when ``path`` is an earlier folder of ours, that one is moved aside to a hidden name
+    first and removed once the new one is in place (a kill in between leaves it there, under
+    ``.NAME.KIND-*.old``; the next write of ``path`` removes such leftovers when ``is_ours`` says so). On an
+    exception the temporary folder is removed. ``kind`` names the hidden folders (``export``, ``lora``).
+
+    The caller checks that ``path`` may be replaced (a folder of ours) before calling."""
+    path = os.path.abspath(os.fspath(path))
+    parent, name = os.path.split(path)
+    token = secrets.token_hex(4)
+    temporary = os.path.join(parent, f".{name}.{kind}-{token}.tmp")
+    os.mkdir(temporary)
+    try:
+        yield temporary
+        for root, _, names in os.walk(temporary):
+            for entry in names:
+                _fsync(os.path.join(root, entry))
+            _fsync(root)
+        if os.path.isdir(path) and os.listdir(path):
+            old = os.path.join(parent, f".{name}.{kind}-{token}.old")
+            os.rename(path, old)
+            os.rename(temporary, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(temporary, path)  # onto a missing or empty folder
+        _fsync(parent)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+
+
+def folder_leftovers(path: str | os.PathLike, kind: str) -> list[str]:
+    """The hidden folders a killed :func:`atomic_folder` of ``path`` left beside it (for the caller to check and
+    remove)."""
+    parent, name = os.path.split(os.path.abspath(os.fspath(path)))
+    pattern = re.compile(re.escape(f".{name}.{kind}-") + r"[0-9a-f]+\.(tmp|old)$")
+    return [os.path.join(parent, e) for e in os.listdir(parent) if pattern.match(e)]
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -37,6 +37,23 @@ def _check_args(args: argparse.Namespace) -> None:
         raise FinetuneError("--warmup, --weight-decay and --clip-norm must be >= 0")
 
 
+def _lora_config(args: argparse.Namespace):
+    """The ``--lora-*`` flags as a :class:`musicgen_jax.lora.LoraConfig`, or None without ``--lora-rank``."""
+    from musicgen_jax import lora
+
+    rank, alpha, targets = getattr(args, "lora_rank", None), getattr(args, "lora_alpha", None), None
+    if getattr(args, "lora_targets", None) is not None:
+        targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
+    if rank is None:
+        if alpha is not None or targets is not None:
+            raise FinetuneError("--lora-alpha and --lora-targets need --lora-rank")
+        return None
+    try:
+        return lora.LoraConfig(rank, alpha, lora.DEFAULT_TARGETS if targets is None else targets)
+    except lora.LoraError as e:
+        raise FinetuneError(f"--lora-rank/--lora-alpha/--lora-targets: {one_line(e)}") from None
+
+
 def _mesh(spec: str | None):
     if spec is None:
         return None
@@ -92,9 +109,10 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[st
     import jax
     import jax.numpy as jnp
 
-    from musicgen_jax import sharding, training
+    from musicgen_jax import lora, sharding, training
 
     _check_args(args)
+    lora_config = _lora_config(args)
     examples = find_examples(args.data)
     mesh = _mesh(args.mesh)
     model, tokenizer, feature_extractor = _load(args.model)
@@ -121,11 +139,22 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[st
         accumulation_steps=args.grad_accum,
     )
     trainable = training.default_trainable(model.params, train_text_encoder=args.train_text_encoder)
-    state = training.init_train_state(model.params, optimizer, trainable, seed=args.seed)
+    params = model.params
+    if lora_config is not None:  # the adapters train (and T5 when asked); the decoder and projections are frozen
+        try:
+            lora_config.check(model.config)
+        except lora.LoraError as e:
+            raise FinetuneError(f"--lora-targets: {one_line(e)}") from None
+        adapters = lora.init(jax.random.fold_in(jax.random.PRNGKey(args.seed), 1), params["decoder"], lora_config)
+        params = {**params, lora.PART: adapters}
+        trainable = (lora.PART, *(("text_encoder",) if args.train_text_encoder else ()))
+    state = training.init_train_state(params, optimizer, trainable, seed=args.seed)
     if mesh is not None:
         state = sharding.shard_params(state, mesh)
     manager = training.checkpoint_manager(os.path.join(args.out, "checkpoints"), max_to_keep=args.keep)
     metadata = {"model": os.path.abspath(args.model), "trainable": list(trainable), "args": _options(args)}
+    if lora_config is not None:
+        metadata["lora"] = lora_config.to_json()
     if manager.latest_step() is not None:
         state, _ = training.restore_checkpoint(manager, state)
         log(f"resuming from {manager.directory}/{int(state.step)}")
@@ -135,6 +164,8 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[st
         trainable=trainable,
         compute_dtype=jnp.bfloat16 if args.bf16 else None,
         dropout=not args.no_dropout,
+        lora=lora_config,
+        remat=getattr(args, "remat", False),
     )
     B, T, K = args.batch_size, data.labels.shape[1], data.labels.shape[2]
     log(
@@ -178,7 +209,10 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[st
                 last_time, last_step = now, done
             if done % args.save_every == 0 or done == args.steps:
                 training.save_checkpoint(manager, state, metadata)
+                if lora_config is not None:  # the adapters alone too, for generate --lora / from_pretrained(lora=)
+                    lora_note = {"model": metadata["model"], "step": done}
+                    lora.save(os.path.join(args.out, "lora"), state.params[lora.PART], lora_config, lora_note)
     manager.close()
     checkpoint = os.path.join(os.fspath(manager.directory), str(int(state.step)))
-    log(f"checkpoint: {checkpoint}")
+    log(f"checkpoint: {checkpoint}" + ("" if lora_config is None else f"; LoRA adapters: {args.out}/lora"))
     return {"step": int(state.step), "loss": loss, "checkpoint": checkpoint}

@@ -109,6 +109,7 @@ def loss_and_metrics(
     deterministic: bool = True,
     trainable: tuple[str, ...] | None = None,
     compute_dtype: Any = None,
+    remat: bool = False,
 ) -> tuple[jax.Array, dict]:
     """:func:`loss_fn` and its metrics ``{"per_codebook": (K,), "tokens": scalar}`` (for ``has_aux``)."""
     if trainable is not None:
@@ -147,6 +148,7 @@ def loss_and_metrics(
         target_mask_BT=batch.get("decoder_attention_mask"),
         deterministic=deterministic,
         rng=decoder_rng,
+        remat=remat,
     )
     loss, per_codebook, tokens = codebook_cross_entropy(logits_BKTV, labels_BTK, dec.pad_token_id)
     return loss, {"per_codebook": per_codebook, "tokens": jnp.sum(tokens)}
@@ -161,6 +163,7 @@ def loss_fn(
     deterministic: bool = True,
     trainable: tuple[str, ...] | None = None,
     compute_dtype: Any = None,
+    remat: bool = False,
 ) -> jax.Array:
     """HF's training loss, a pure differentiable function: float32 scalar.
 
@@ -176,6 +179,7 @@ def loss_fn(
       trainable: top-level parts that receive gradients; the others pass through ``stop_gradient``. None: all.
       compute_dtype: e.g. ``jnp.bfloat16``: the parameters are cast inside the loss (mixed precision); the logits
         are cast back to float32 for the cross-entropy.
+      remat: gradient checkpointing: each decoder layer is recomputed in the backward pass (less memory).
     """
     return loss_and_metrics(
         params,
@@ -185,6 +189,7 @@ def loss_fn(
         deterministic=deterministic,
         trainable=trainable,
         compute_dtype=compute_dtype,
+        remat=remat,
     )[0]
 
 

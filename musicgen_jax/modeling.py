@@ -175,6 +175,7 @@ class ConditionalGeneration:
         *,
         rules: Any = None,
         matmul_precision: str | None = None,
+        lora: str | os.PathLike | None = None,
     ) -> MusicgenMelodyForConditionalGeneration:
         """Loads a checkpoint: a local HF directory (``config.json`` + safetensors, sharded or not, or a .bin), a
         Hugging Face Hub id such as ``"facebook/musicgen-melody"``, or a directory written by :meth:`save_pretrained`
@@ -197,6 +198,9 @@ class ConditionalGeneration:
         ``matmul_precision``: None (default) computes float32 weights with exact float32 products on every backend
         (``Precision.HIGHEST``: HF's float32 numbers) and bfloat16 weights with bf16 products accumulated in float32;
         "high" or "default" trade float32 exactness for speed on TPU/GPU (see ``musicgen_jax/layers.py``).
+
+        ``lora``: a LoRA adapter folder (``musicgen-jax finetune --lora-rank R`` writes ``OUT/lora``), merged into the
+        decoder's weights once loaded (:meth:`merge_lora`), so generation runs at the base model's speed.
 
         Loading also turns on the persistent compilation cache (:mod:`musicgen_jax.compilation_cache`), so a new
         process skips XLA compilation of programs an earlier one compiled; ``MUSICGEN_JAX_COMPILATION_CACHE=0`` turns
@@ -236,20 +240,57 @@ class ConditionalGeneration:
         family = _FAMILY_CLASSES[config.model_type]  # the checkpoint's family, whichever class was asked
         model = family(config, params, GenerationConfig.from_pretrained(path, config.decoder), rules=rules)
         model.source_dir = source
+        if lora is not None:
+            model.merge_lora(lora)
         return model
 
-    def save_pretrained(self, directory: str | os.PathLike, overwrite: bool = False) -> str:
+    def merge_lora(self, adapters: str | os.PathLike | dict, lora_config: Any = None) -> None:
+        """Folds LoRA adapters into the decoder's weights in place (``W + alpha/rank * a @ b``, in the weights'
+        dtype; either layer layout): a folder written by :func:`musicgen_jax.lora.save` (``OUT/lora`` of a finetune
+        run), or an adapters tree with its :class:`~musicgen_jax.lora.LoraConfig`."""
+        from musicgen_jax import lora as lora_module
+
+        if isinstance(adapters, str | os.PathLike):
+            if lora_config is not None:
+                raise ValueError("lora_config comes from the adapter folder; pass it only with an adapters tree")
+            adapters, lora_config = lora_module.load(adapters)
+        elif lora_config is None:
+            raise ValueError("an adapters tree needs its lora_config (musicgen_jax.lora.LoraConfig)")
+        lora_config.check(self.config)
+        adapters = jax.tree_util.tree_map(jnp.asarray, dict(adapters))
+        with sharding.context(self.params):
+            self.params = {
+                **self.params,
+                "decoder": lora_module.merge_decoder(self.params["decoder"], adapters, lora_config),
+            }
+
+    def save_pretrained(
+        self, directory: str | os.PathLike, overwrite: bool = False, format: str = "musicgen-jax"
+    ) -> str:
         """Writes the converted format (orbax parameters + HF json, tokenizer and preprocessor files) to
         ``directory``; :meth:`from_pretrained` reads it back bit for bit.
+
+        ``format="hf"`` writes a transformers checkpoint instead (``model.safetensors``, ``config.json``,
+        ``generation_config.json``, the tokenizer/preprocessor files of the folder it was loaded from), which
+        transformers' class of the same name loads (see :mod:`musicgen_jax.hf_export`): the converter's tables run
+        backwards, so a HF checkpoint loaded and saved again gives its tensors back bit for bit. Its destination must
+        be new, empty or an earlier export (``overwrite`` does not apply); the write is atomic too.
 
         The write is atomic (a new version folder, then a pointer switched with ``os.replace``; see
         :mod:`musicgen_jax.checkpoint`): a process killed at any moment leaves the old checkpoint or the new one.
         ``directory`` must be new, empty or a converted checkpoint; ``overwrite=True`` also allows a folder holding
         other files, which are left as they are. Raises :class:`~musicgen_jax.checkpoint.CheckpointError` otherwise.
         """
+        if format not in ("musicgen-jax", "hf"):
+            raise ValueError(f"format={format!r}: 'musicgen-jax' (converted, orbax) or 'hf' (transformers)")
         params = {**self.params}
         for part in _LAYERED:  # checkpoints store the scanned layout
             params[part] = decoder_module.stack_layers(params[part])
+        if format == "hf":
+            from musicgen_jax import hf_export
+
+            source = None if self.source_dir is None else hub.resolve(self.source_dir)
+            return hf_export.save(directory, params, self.config, self.generation_config, copy_from=source)
         return checkpoint.save(
             directory,
             params,

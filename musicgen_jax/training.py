@@ -18,8 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from musicgen_jax import lora as lora_module
 from musicgen_jax import parameters, sharding
 from musicgen_jax.config import MusicgenConfig, MusicgenMelodyConfig
+from musicgen_jax.lora import LoraConfig
 from musicgen_jax.loss import (
     IGNORE_INDEX,
     check_labels,
@@ -141,6 +143,8 @@ def make_train_step(
     compute_dtype: Any = None,
     dropout: bool = True,
     donate: bool = True,
+    lora: LoraConfig | None = None,
+    remat: bool = False,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """The jitted ``train_step(state, batch) -> (state, metrics)`` (the state is donated).
 
@@ -148,22 +152,37 @@ def make_train_step(
     norm of the raw gradient), ``tokens`` (scored positions). ``dropout`` applies the config's dropout rates;
     ``compute_dtype`` (e.g. ``jnp.bfloat16``) is the mixed-precision compute type over float32 master weights.
     Sharded states and batches (see :mod:`musicgen_jax.sharding`) keep their shardings.
+
+    ``lora``: the state's params hold adapters under ``lora.PART`` (:func:`musicgen_jax.lora.init`); the loss reads
+    the decoder merged with them (:func:`musicgen_jax.lora.merge`). ``trainable`` then defaults to the adapters
+    alone: only they get gradients, updates and optimizer state; the base weights stay frozen.
+
+    ``remat``: gradient checkpointing, each decoder layer wrapped in ``jax.checkpoint`` inside the layer scan: its
+    activations are recomputed in the backward pass instead of kept (the same gradients, less memory).
     """
-    trainable = default_trainable(config) if trainable is None else tuple(trainable)
+    if trainable is None:
+        trainable = (lora_module.PART,) if lora is not None else default_trainable(config)
+    trainable = tuple(trainable)
+    # the parts the loss differentiates: with LoRA the merged decoder (through the adapters), not the adapters' part
+    loss_trainable = trainable if lora is None else (*(t for t in trainable if t != lora_module.PART), "decoder")
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         rng, step_rng = jax.random.split(state.rng)
         train, frozen = _split(state.params, trainable)
 
         def objective(train_params):
+            params = {**frozen, **train_params}
+            if lora is not None:
+                params = lora_module.merge(params, lora)
             return loss_and_metrics(
-                {**frozen, **train_params},
+                params,
                 config,
                 batch,
                 rng=step_rng,
                 deterministic=not dropout,
-                trainable=trainable,
+                trainable=loss_trainable,
                 compute_dtype=compute_dtype,
+                remat=remat,
             )
 
         (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(train)
@@ -180,6 +199,7 @@ def make_train_step(
         with sharding.context(state.params):
             return jitted(state, batch)
 
+    run.jitted = jitted  # the jax.jit object itself: .lower(state, batch).compile().memory_analysis(), ...
     return run
 
 
@@ -257,6 +277,27 @@ def restore_params(directory: str | os.PathLike, step: int | None = None) -> dic
     return restored["state"]["params"]
 
 
+def restore_run(directory: str | os.PathLike, step: int | None = None) -> tuple[dict, dict | None, int]:
+    """``(params, metadata, step)`` of a :func:`save_checkpoint` checkpoint in ``directory`` (default: the latest
+    step), as :func:`restore_params` plus the JSON metadata saved with it (None when there is none)."""
+    import orbax.checkpoint as ocp
+
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"{directory}: no such checkpoint directory")
+    manager = checkpoint_manager(directory, max_to_keep=None)
+    try:
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"{directory}: no checkpoint to restore")
+        items = {"state": ocp.args.StandardRestore()}
+        if os.path.isdir(os.path.join(os.fspath(manager.directory), str(step), "metadata")):
+            items["metadata"] = ocp.args.JsonRestore()
+        restored = manager.restore(step, args=ocp.args.Composite(**items))
+    finally:
+        manager.close()
+    return restored["state"]["params"], (restored["metadata"] if "metadata" in items else None), int(step)
+
+
 def _key(entry) -> str:
     """A path entry of ``tree_flatten_with_path`` as a string (dict key, attribute or index)."""
     for name in ("key", "name", "idx"):
@@ -283,6 +324,7 @@ __all__ = [
     "make_train_step",
     "restore_checkpoint",
     "restore_params",
+    "restore_run",
     "save_checkpoint",
     "shift_tokens_right",
 ]

@@ -436,7 +436,7 @@ def test_finetune_help_lists_its_flags(capsys):
     assert exit_info.value.code == 0 and out.startswith("usage: musicgen-jax finetune"), out
     for flag in ("--model", "--data", "--out", "--steps", "--batch-size", "--lr", "--duration", "--mesh", "--keep"):
         assert flag in out, flag
-    assert "--lora" not in out and "(default 1000)" in out
+    assert "--lora-rank" in out and "--remat" in out and "(default 1000)" in out
 
 
 @pytest.mark.parametrize(
