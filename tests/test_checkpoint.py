@@ -246,7 +246,7 @@ def test_the_plain_layout_is_memory_mapped_and_reads_what_orbax_reads(tmp_path):
     for dtype in (None, jax.numpy.bfloat16):
         ours = checkpoint.restore(tmp_path / "c", abstract, dtype=dtype)
         want = ocp.StandardCheckpointer().restore(
-            target, jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, dtype or s.dtype), abstract)
+            target, jax.tree_util.tree_map(lambda s, d=dtype: jax.ShapeDtypeStruct(s.shape, d or s.dtype), abstract)
         )
         for a, b in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(want), strict=True):
             assert isinstance(a, jax.Array) and a.dtype == b.dtype and a.shape == b.shape
