@@ -323,7 +323,9 @@ def cmd_convert(args) -> int:
 
     _check_checkpoint_destination("--dst", args.dst, args.overwrite)  # before the slow part
     started = time.perf_counter()
-    model = MusicgenMelodyForConditionalGeneration.from_pretrained(args.src, dtype=args.dtype, scan_layers=True)
+    model = MusicgenMelodyForConditionalGeneration.from_pretrained(
+        args.src, dtype=args.dtype, scan_layers=True, mesh=None
+    )
     dst = model.save_pretrained(args.dst, overwrite=args.overwrite)
     print(f"converted {args.src} -> {dst} ({model.dtype}) in {time.perf_counter() - started:.1f} s")
     return 0
@@ -365,7 +367,7 @@ def cmd_export(args) -> int:
 
         if args.step is not None or args.model is not None:
             raise CLIError("--step and --model apply to a training checkpoint, not to a converted checkpoint")
-        model = MusicgenMelodyForConditionalGeneration.from_pretrained(src, dtype="auto", scan_layers=True)
+        model = MusicgenMelodyForConditionalGeneration.from_pretrained(src, dtype="auto", scan_layers=True, mesh=None)
         dst = model.save_pretrained(args.dst, format="hf")
         what = "converted checkpoint"
     else:
@@ -421,6 +423,7 @@ def _export_training_checkpoint(args) -> tuple[str, str]:
 def cmd_finetune(args) -> int:
     from musicgen_jax import finetune
 
+    _distributed(args)  # several processes: each builds its share of every batch (see finetune.run)
     finetune.run(args)  # logs its own progress; bad input raises a one-line error
     return 0
 
@@ -569,12 +572,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     ft = sub.add_parser(
         "finetune",
-        help="fine-tune on a folder of audio files with .txt captions",
-        description="Fine-tune MusicGen Melody on a folder of audio clips with same-named .txt captions.",
+        help="fine-tune on a folder of captioned audio files",
+        description="Fine-tune MusicGen Melody or MusicGen on a folder of captioned audio files (same-named .txt "
+        "captions or a metadata.jsonl), with audiocraft's condition dropout.",
     )
     ft.add_argument("--model", required=True, help="model directory (HF checkpoint with tokenizer files)")
-    ft.add_argument("--data", required=True, help="folder of audio files, each with a same-named .txt caption")
-    ft.add_argument("--out", required=True, help="output folder: cache/, checkpoints/, metrics.jsonl")
+    ft.add_argument(
+        "--data",
+        required=True,
+        help="folder of audio files (any rate, mono or stereo), each with a same-named .txt caption, or with a "
+        'metadata.jsonl of {"path": ..., "caption": ...} lines',
+    )
+    ft.add_argument("--out", required=True, help="output folder: cache/, checkpoints/, samples/, metrics.jsonl")
     ft.add_argument("--steps", type=int, default=1000, help="optimizer steps in total (default 1000)")
     ft.add_argument("--batch-size", type=int, default=4, help="clips per step (default 4)")
     ft.add_argument("--lr", type=float, default=1e-5, help="peak learning rate (default 1e-5)")
@@ -582,8 +591,19 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
     ft.add_argument("--clip-norm", type=float, default=1.0, help="global gradient norm clip, 0 for none (default 1)")
     ft.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default 1)")
-    ft.add_argument("--duration", type=float, default=10.0, help="seconds per clip: crop or pad (default 10)")
-    ft.add_argument("--seed", type=int, default=0, help="data order and dropout seed (default 0)")
+    ft.add_argument(
+        "--duration",
+        type=float,
+        default=10.0,
+        help="seconds per training crop: a longer file gives a new random crop each epoch, a shorter one is "
+        "padded (default 10)",
+    )
+    ft.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the data order, crops, validation split and condition dropout (default 0)",
+    )
     ft.add_argument("--bf16", action="store_true", help="bfloat16 compute over float32 master weights")
     ft.add_argument("--no-dropout", action="store_true", help="turn the config's dropout off")
     ft.add_argument(
@@ -592,7 +612,58 @@ def build_parser() -> argparse.ArgumentParser:
         help="gradient checkpointing: recompute each decoder layer in the backward pass (less memory, ~1/3 slower)",
     )
     ft.add_argument("--train-text-encoder", action="store_true", help="train the T5 text encoder too")
-    ft.add_argument("--mesh", default=None, help="DATAxMODEL device mesh, e.g. 8x1 or 2x4 (default: one device)")
+    ft.add_argument(
+        "--mesh",
+        default=None,
+        help="DATAxMODEL device mesh, e.g. 8x1 or 2x4 (default: one device; with several processes, data parallel "
+        "over every device of the job)",
+    )
+    ft.add_argument(
+        "--cfg-dropout",
+        type=float,
+        help="probability that a clip drops all its conditions and trains the unconditional branch guidance "
+        "contrasts against (default, as audiocraft: 0.2 for melody models, 0.3 for text-only; 0 for none)",
+    )
+    ft.add_argument(
+        "--melody-dropout",
+        type=float,
+        help="melody models: probability that a clip's melody alone becomes the null chroma (default 0.5)",
+    )
+    ft.add_argument(
+        "--word-dropout",
+        type=float,
+        help="probability that each word of a caption is dropped (default 0.2 for melody models, 0.3 text-only)",
+    )
+    ft.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.0,
+        help="share of the --data clips held out for validation, drawn by --seed (default 0)",
+    )
+    ft.add_argument("--val-data", help="a folder of validation clips, laid out like --data")
+    ft.add_argument(
+        "--val-every",
+        type=int,
+        help="steps between validation losses (no dropout, fixed crops; default: --save-every)",
+    )
+    ft.add_argument(
+        "--sample-every",
+        type=int,
+        default=0,
+        help="steps between audio samples from the weights being trained, written to OUT/samples/step-N/ "
+        "(default 0: none)",
+    )
+    ft.add_argument(
+        "--sample-prompts",
+        action="append",
+        help="a text to sample, prompt i with seed i; repeat for several (default: two fixed prompts)",
+    )
+    ft.add_argument("--sample-seconds", type=float, default=5.0, help="seconds per sample (default 5)")
+    ft.add_argument(
+        "--coordinator-address", help="HOST:PORT of process 0, for several processes (jax.distributed.initialize)"
+    )
+    ft.add_argument("--num-processes", type=int, help="processes in the job; --batch-size is the global batch")
+    ft.add_argument("--process-id", type=int, help="this process's index (jax.distributed.initialize)")
     ft.add_argument(
         "--lora-rank",
         type=int,

@@ -100,7 +100,32 @@ def _cast_floating(tree, dtype):
     return jax.tree_util.tree_map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
-def loss_and_metrics(
+def drop_conditions(text_BWE, mask_BW, chroma_BMC, uncond_B):
+    """Classifier-free guidance dropout: rows where ``uncond_B`` (bool ``(B,)``) is set become the unconditional
+    input exactly as generation builds it (:func:`musicgen_jax.conditioning.generation_conditions`): zero T5 states
+    and a zero mask for the text (after T5, so the states are zeros and not those of an empty caption) and, for a
+    melody model given chroma ``(B, M, C)``, the null chroma (one-hot at bin 0) with as many frames. Any input may be
+    None. Returns ``(text_BWE, mask_BW, chroma_BMC)``."""
+    keep_B = jnp.logical_not(jnp.asarray(uncond_B, bool))
+    if text_BWE is not None:
+        text_BWE = jnp.where(keep_B[:, None, None], text_BWE, jnp.zeros_like(text_BWE))
+    if mask_BW is not None:
+        mask_BW = jnp.where(keep_B[:, None], mask_BW, jnp.zeros_like(mask_BW))
+    if chroma_BMC is not None:
+        null_BMC = jnp.zeros_like(chroma_BMC).at[:, :, 0].set(1)
+        chroma_BMC = jnp.where(keep_B[:, None, None], chroma_BMC, null_BMC)
+    return text_BWE, mask_BW, chroma_BMC
+
+
+def _cast_params(params: dict, trainable: tuple[str, ...] | None, compute_dtype: Any) -> dict:
+    if trainable is not None:
+        params = {k: v if k in trainable else jax.lax.stop_gradient(v) for k, v in params.items()}
+    if compute_dtype is not None:
+        params = _cast_floating(params, compute_dtype)  # bf16 compute; the gradient flows back to the f32 masters
+    return params
+
+
+def training_logits(
     params: dict,
     config: MusicgenMelodyConfig,
     batch: Mapping[str, Any],
@@ -108,14 +133,12 @@ def loss_and_metrics(
     rng: jax.Array | None = None,
     deterministic: bool = True,
     trainable: tuple[str, ...] | None = None,
-    compute_dtype: Any = None,
     remat: bool = False,
-) -> tuple[jax.Array, dict]:
-    """:func:`loss_fn` and its metrics ``{"per_codebook": (K,), "tokens": scalar}`` (for ``has_aux``)."""
-    if trainable is not None:
-        params = {k: v if k in trainable else jax.lax.stop_gradient(v) for k, v in params.items()}
-    if compute_dtype is not None:
-        params = _cast_floating(params, compute_dtype)  # bf16 compute; the gradient flows back to the f32 masters
+) -> jax.Array:
+    """The decoder logits ``(B, K, P + T, V)`` the loss scores, from a batch as for :func:`loss_fn` (``params``
+    already cast by the caller). A row whose optional ``uncond`` flag (bool ``(B,)``) is set is conditioned as
+    generation's unconditional row (:func:`drop_conditions`). ``remat``: each decoder layer recomputed in the
+    backward pass."""
     dtype = jax.tree_util.tree_leaves(params["decoder"])[0].dtype
     dec = config.decoder
     if not deterministic and rng is None:
@@ -133,6 +156,10 @@ def loss_and_metrics(
         )
     features = batch.get("input_features")
     features = None if features is None else features.astype(dtype)
+    if batch.get("uncond") is not None:
+        if mask is None and text is not None:
+            mask = jnp.ones(batch["input_ids"].shape, jnp.int32)
+        text, mask, features = drop_conditions(text, mask, features, batch["uncond"])
 
     labels_BTK = batch["labels"]
     ids_BKT = batch.get("decoder_input_ids")
@@ -150,8 +177,28 @@ def loss_and_metrics(
         rng=decoder_rng,
         remat=remat,
     )
-    loss, per_codebook, tokens = codebook_cross_entropy(logits_BKTV, labels_BTK, dec.pad_token_id)
-    return loss, {"per_codebook": per_codebook, "tokens": jnp.sum(tokens)}
+    return logits_BKTV
+
+
+def loss_and_metrics(
+    params: dict,
+    config: MusicgenMelodyConfig,
+    batch: Mapping[str, Any],
+    *,
+    rng: jax.Array | None = None,
+    deterministic: bool = True,
+    trainable: tuple[str, ...] | None = None,
+    compute_dtype: Any = None,
+    remat: bool = False,
+) -> tuple[jax.Array, dict]:
+    """:func:`loss_fn` and its metrics ``{"per_codebook": (K,), "tokens": scalar, "tokens_K": (K,)}`` (for
+    ``has_aux``)."""
+    params = _cast_params(params, trainable, compute_dtype)
+    logits_BKTV = training_logits(
+        params, config, batch, rng=rng, deterministic=deterministic, trainable=trainable, remat=remat
+    )
+    loss, per_codebook, tokens = codebook_cross_entropy(logits_BKTV, batch["labels"], config.decoder.pad_token_id)
+    return loss, {"per_codebook": per_codebook, "tokens": jnp.sum(tokens), "tokens_K": tokens}
 
 
 def loss_fn(
@@ -172,8 +219,9 @@ def loss_fn(
       config: the model config (static under jit).
       batch: ``labels`` int ``(B, T, K)`` in HF's layout (delay pattern applied; -100 or ``pad_token_id`` where
         nothing is scored); optional ``input_ids``/``attention_mask`` int ``(B, W)`` (text), ``input_features`` float
-        ``(B, M, C)`` (chroma), ``decoder_attention_mask`` ``(B, T)``, and ``decoder_input_ids`` int ``(B, K, T)``
-        (default: ``shift_tokens_right(labels)``, as HF).
+        ``(B, M, C)`` (chroma), ``decoder_attention_mask`` ``(B, T)``, ``decoder_input_ids`` int ``(B, K, T)``
+        (default: ``shift_tokens_right(labels)``, as HF), and ``uncond`` bool ``(B,)``: rows trained as
+        generation's unconditional input (classifier-free guidance dropout, :func:`drop_conditions`).
       rng: PRNG key for dropout (needed when ``deterministic`` is False).
       deterministic: False applies the config's dropout rates (the decoder's; T5's only when it is trainable).
       trainable: top-level parts that receive gradients; the others pass through ``stop_gradient``. None: all.

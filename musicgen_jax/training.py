@@ -220,7 +220,8 @@ def save_checkpoint(manager, state: TrainState, metadata: Mapping[str, Any] | No
     """Saves ``state`` (params, opt_state, step, rng) at ``state.step``, plus an optional JSON ``metadata`` dict."""
     import orbax.checkpoint as ocp
 
-    step = int(jax.device_get(state.step))
+    step = state.step
+    step = int(np.asarray(step.addressable_shards[0].data if isinstance(step, jax.Array) else step))  # no collective
     items = {"state": ocp.args.StandardSave(state._asdict())}
     if metadata is not None:
         items["metadata"] = ocp.args.JsonSave(dict(metadata))
@@ -271,7 +272,16 @@ def restore_params(directory: str | os.PathLike, step: int | None = None) -> dic
         step = manager.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"{directory}: no checkpoint to restore")
-        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+        # Onto this process's first device, whatever mesh (or process count) wrote it: a target built from the
+        # stored shapes and dtypes, since orbax cannot rebuild a sharding over devices this process lacks.
+        from etils import epath
+
+        stored = ocp.PyTreeCheckpointHandler().metadata(epath.Path(os.fspath(manager.directory)) / str(step) / "state")
+        local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree_util.tree_map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=local), getattr(stored, "tree", stored)
+        )
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
     finally:
         manager.close()
     return restored["state"]["params"]

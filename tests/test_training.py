@@ -385,10 +385,14 @@ def test_finetune_labels_match_the_codec(model_dir, tmp_path):
     )
     frames = round(0.04 * 32000) // 4  # hop 4
     assert dataset.labels.shape == (3, frames + 3, 4) and dataset.input_features.shape[0] == 3
-    # drums.flac: 900 samples at 16 kHz -> 1800 at 32 kHz -> 450 frames scored, the rest ignored (-100).
+    # drums.flac: 900 samples at 16 kHz -> 1800 at 32 kHz, longer than the 1280 of a crop: encoded whole (450
+    # frames, all scored); the dataset's fixed crop is its first 320 frames.
     codes, _ = data_pipeline.encode_clip(model, fe, examples[0].audio, 0.04)
-    assert (codes[:, :450] >= 0).all() and (codes[:, 450:] == -100).all()
-    np.testing.assert_array_equal(dataset.labels[0, :frames, 0], codes[0])
+    assert codes.shape == (4, 450) and (codes >= 0).all()
+    np.testing.assert_array_equal(dataset.labels[0, :frames, 0], codes[0, :frames])
+    # piano.wav: 1200 samples, shorter than a crop: padded, the 20 frames past its end ignored (-100).
+    codes, _ = data_pipeline.encode_clip(model, fe, examples[1].audio, 0.04)
+    assert codes.shape == (4, frames) and (codes[:, :300] >= 0).all() and (codes[:, 300:] == -100).all()
 
 
 @pytest.mark.parametrize(
