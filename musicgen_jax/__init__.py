@@ -27,6 +27,11 @@ A digit is a literal size (``bos_BK1``; ``2B``: the [cond; uncond] rows of class
 merges axes (B*T rows, N*H heads side by side) has no letter: such an array goes unsuffixed, its shape in a comment.
 """
 
+from musicgen_jax import cpu_devices  # first: before anything starts JAX's backends
+
+cpu_devices.configure()  # one JAX CPU device per core (see musicgen_jax/cpu_devices.py)
+
+# isort: split
 from musicgen_jax.batch_feature import BatchEncoding, BatchFeature
 from musicgen_jax.chroma import MusicgenMelodyFeatureExtractor
 from musicgen_jax.config import (

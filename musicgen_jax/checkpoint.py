@@ -338,14 +338,17 @@ def _stderr_held(linger: float = 0.5):
                     os.write(2, data)
 
 
-def restore(path: str | os.PathLike, abstract, dtype=None, shardings=None):
+def restore(path: str | os.PathLike, abstract, dtype=None, shardings=None, host: bool = False):
     """The parameter tree from a converted directory (the pointer is followed).
 
     Args:
       abstract: the expected tree of ``jax.ShapeDtypeStruct`` (from the modules); shapes are checked against it.
       dtype: target floating dtype, or None to keep the saved dtypes.
       shardings: optional tree of ``jax.sharding.Sharding`` matching ``abstract``: arrays restore straight into it.
+      host: numpy arrays (memory-mapped where the layout allows) instead of device arrays; not with ``shardings``.
     """
+    if host and shardings is not None:
+        raise ValueError("restore: host=True and shardings exclude each other")
     path = os.path.abspath(resolve(path))
     marker = read_marker(path)
     if marker is None:
@@ -354,15 +357,16 @@ def restore(path: str | os.PathLike, abstract, dtype=None, shardings=None):
     target = os.path.join(path, "params")
     views = mapped_arrays(target, abstract)
     if views is not None:
-        return _place(views, abstract, dtype, shardings)
+        return _place(views, abstract, dtype, shardings, host)
     import orbax.checkpoint as ocp  # only for layouts it alone reads: importing it takes ~0.3 s
 
     checkpointer = ocp.StandardCheckpointer()
     with _stderr_held():
         try:
-            return _restore_checked(checkpointer, target, abstract, dtype, shardings)
+            params = _restore_checked(checkpointer, target, abstract, dtype, shardings)
         finally:
             checkpointer.close()
+    return jax.tree_util.tree_map(np.asarray, params) if host else params
 
 
 def _restore_checked(checkpointer, target: str, abstract, dtype, shardings):
@@ -447,10 +451,10 @@ def mapped_arrays(target: str, abstract) -> dict | None:
     return views
 
 
-def _place(views: dict, abstract, dtype, shardings):
+def _place(views: dict, abstract, dtype, shardings, host: bool = False):
     """The tree of ``abstract`` from :func:`mapped_arrays`' views, cast to ``dtype`` (None: as saved) and put on the
     device: without a copy on CPU when the dtype is kept (``jax.device_put`` adopts aligned host buffers), or
-    straight into ``shardings``, each device reading only its slice."""
+    straight into ``shardings``, each device reading only its slice; ``host``: the numpy views themselves."""
 
     def leaf(path, want):
         host = views[jax.tree_util.keystr(path)]
@@ -462,7 +466,7 @@ def _place(views: dict, abstract, dtype, shardings):
         return jax.make_array_from_callback(host.shape, target, lambda index: host[index])
 
     tree = jax.tree_util.tree_map_with_path(leaf, abstract)
-    return jax.device_put(tree) if shardings is None else tree
+    return jax.device_put(tree) if shardings is None and not host else tree
 
 
 def _lookup(tree, path):

@@ -170,7 +170,7 @@ class ConditionalGeneration:
         cls,
         name_or_path: str | os.PathLike,
         dtype: Any = jnp.float32,
-        mesh=None,
+        mesh: Any = "auto",
         scan_layers: bool | None = None,
         *,
         rules: Any = None,
@@ -182,11 +182,15 @@ class ConditionalGeneration:
         / ``musicgen-jax convert`` (orbax; the fastest to load).
 
         ``dtype``: ``jnp.float32`` (default), ``jnp.bfloat16``, ``"float32"``/``"bfloat16"``, or ``"auto"`` to keep
-        the checkpoint's dtype. ``mesh``: any ``jax.sharding.Mesh`` (``jax.make_mesh``'s, explicit or auto axes, or
-        :func:`musicgen_jax.sharding.make_mesh`'s): every parameter is placed by its logical axes through ``rules``
-        (default :data:`musicgen_jax.sharding.RULES`, for axes named ``data`` and ``model``; other names through
-        :func:`musicgen_jax.sharding.rules_for`), and ``generate`` splits its rows by them too; a converted checkpoint
-        restores straight into those shardings.
+        the checkpoint's dtype.
+
+        ``mesh``: ``"auto"`` (default): on a CPU that :mod:`musicgen_jax.cpu_devices` split into one JAX device per
+        core, the layers' heads and ffn are split over the cores (tensor parallelism: each core reads its share of
+        the weights at every step), else one device; None: one device; or any ``jax.sharding.Mesh``
+        (``jax.make_mesh``'s, explicit or auto axes, or :func:`musicgen_jax.sharding.make_mesh`'s): every parameter
+        is placed by its logical axes through ``rules`` (default :data:`musicgen_jax.sharding.RULES`, for axes named
+        ``data`` and ``model``; other names through :func:`musicgen_jax.sharding.rules_for`), and ``generate``
+        splits its rows by them too; a converted checkpoint restores straight into those shardings.
 
         ``scan_layers``: the decoder's and the T5 encoder's parameter layout (see ``musicgen_jax.decoder``). None
         (default): by backend,
@@ -209,6 +213,10 @@ class ConditionalGeneration:
         compilation_cache.enable()  # a no-op when turned off (MUSICGEN_JAX_COMPILATION_CACHE=0) or set by the user
         scan_layers = default_scan_layers() if scan_layers is None else bool(scan_layers)
         rules = sharding.RULES if rules is None else rules
+        if isinstance(mesh, str):
+            if mesh != "auto":
+                raise ValueError(f"mesh must be a jax.sharding.Mesh, None or 'auto', got {mesh!r}")
+            mesh = sharding.cpu_mesh()  # None unless musicgen_jax split the CPU into one device per core
         if mesh is not None:
             sharding.check_rules(mesh, rules)  # before anything is read
         source = hub.resolve(name_or_path, follow=False)
@@ -217,16 +225,14 @@ class ConditionalGeneration:
         if checkpoint.is_converted(path):
             config = config_from_pretrained(path)
             abstract = parameters.abstract(config)
-            shardings = None if mesh is None else sharding.shardings_for(abstract, mesh, rules)
-            params = checkpoint.restore(path, abstract, dtype=target, shardings=shardings)
-            if not scan_layers and mesh is None:
-                # host views of the restored buffers, sliced per layer as numpy views and put on the device in one
+            if scan_layers:
+                shardings = None if mesh is None else sharding.shardings_for(abstract, mesh, rules)
+                params = checkpoint.restore(path, abstract, dtype=target, shardings=shardings)
+            else:
+                # host views (memory-mapped), sliced per layer as numpy views and put on the device(s) in one
                 # batched copy: slicing device arrays would dispatch one op per layer and leaf (~1.6 s, small)
-                params = jax.device_put(_unrolled(jax.tree_util.tree_map(np.asarray, params)))
-            elif not scan_layers:
-                params = _unrolled(params)
-                if mesh is not None:
-                    params = sharding.shard_params(params, mesh, rules)
+                params = _unrolled(checkpoint.restore(path, abstract, dtype=target, host=True))
+                params = jax.device_put(params) if mesh is None else sharding.shard_params(params, mesh, rules)
         else:
             from convert import convert_checkpoint  # the converter is only needed when loading HF weights
 

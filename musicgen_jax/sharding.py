@@ -27,7 +27,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from musicgen_jax import sampling
+from musicgen_jax import cpu_devices, sampling
 from musicgen_jax.parameters import logical_axes
 
 DATA, MODEL = "data", "model"
@@ -89,6 +89,16 @@ def make_mesh(data: int = 1, model: int = 1, devices: Sequence[jax.Device] | Non
         raise ValueError(f"a ({data}, {model}) mesh needs {data * model} devices, there are {len(devices)}")
     auto = (jax.sharding.AxisType.Auto,) * 2
     return jax.make_mesh((data, model), (DATA, MODEL), axis_types=auto, devices=devices)
+
+
+def cpu_mesh() -> Mesh | None:
+    """The ``(1, n)`` mesh over this process's ``n`` CPU devices when :mod:`musicgen_jax.cpu_devices` split the CPU
+    into one device per core and JAX's default backend is the CPU (what ``from_pretrained(mesh="auto")`` loads
+    onto: tensor parallelism over the cores); None otherwise (one device, as JAX's default)."""
+    if cpu_devices.chosen() is None or jax.default_backend() != "cpu":
+        return None
+    devices = jax.local_devices(backend="cpu")
+    return make_mesh(1, len(devices), devices=devices) if len(devices) > 1 else None
 
 
 def _path_string(path) -> str:
