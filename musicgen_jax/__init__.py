@@ -29,7 +29,7 @@ merges axes (B*T rows, N*H heads side by side) has no letter: such an array goes
 
 from musicgen_jax import cpu_devices  # first: before anything starts JAX's backends
 
-cpu_devices.configure()  # one JAX CPU device per core (see musicgen_jax/cpu_devices.py)
+cpu_devices.configure()  # MUSICGEN_JAX_CPU_DEVICES: one JAX CPU device per core (musicgen_jax/cpu_devices.py)
 
 # isort: split
 from musicgen_jax.batch_feature import BatchEncoding, BatchFeature

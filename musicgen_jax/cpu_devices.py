@@ -1,23 +1,21 @@
-"""Every CPU core at work: the host's CPU split into one JAX device per core, for tensor parallelism on CPU.
+"""Every CPU core at work (opt-in): the host's CPU split into one JAX device per core, for tensor parallelism.
 
 XLA:CPU runs a decode step's matrix-vector products on one thread, so one device reads the weights at one core's
 share of the memory bandwidth while the other cores wait (HF's torch spreads its GEMVs over all its threads). With
-one JAX CPU device per core, ``from_pretrained`` splits the layers' heads and ffn over them (the ``model`` axis of
-:func:`musicgen_jax.sharding.make_mesh`; ``mesh="auto"``, the default) and each core streams its half of the weights
-(``benchmarks/NOTES.md`` #14).
+one JAX CPU device per core, ``from_pretrained`` (``mesh="auto"``, the default) splits the layers' heads and ffn over
+them (the ``model`` axis of :func:`musicgen_jax.sharding.make_mesh`) and each core streams its share of the weights.
+Measured on a 2-core AMD EPYC (``benchmarks/NOTES.md`` #14): the small model's decode step 110 -> 89 ms, end to end
+2.10x -> 2.3x HF; but what stays replicated (the EnCodec codec) runs on both devices at once and got slower, and the
+devices' collectives are XLA:CPU's in-process rendezvous (one benchmark probe deadlocked in one, once). So it is off
+unless asked for.
 
-:func:`configure` runs when ``musicgen_jax`` is imported. It must come before JAX starts its backends (the first
-JAX operation); it changes nothing when:
-
-- ``MUSICGEN_JAX_CPU_DEVICES`` is ``1`` (or ``0``/``off``/``false``/``no``), or the user already chose a CPU
-  device count (``jax.config.update("jax_num_cpu_devices", n)`` or ``--xla_force_host_platform_device_count`` in
-  ``XLA_FLAGS``): their choice stands and models load on one device unless given a mesh;
-- JAX's backends are already running (something ran a JAX operation before ``import musicgen_jax``).
-
-Otherwise it asks for ``MUSICGEN_JAX_CPU_DEVICES`` devices (a number), or by default the largest power of two not
+:func:`configure` runs when ``musicgen_jax`` is imported and must come before JAX starts its backends (the first JAX
+operation). ``MUSICGEN_JAX_CPU_DEVICES=N`` (N >= 2) asks for N devices, ``=auto`` for the largest power of two not
 above the cores this process may use, at most :data:`MAX_DEVICES` (powers of two divide every MusicGen size's heads
-and ffn). Only the CPU backend is affected: on a GPU or TPU host the models run on the accelerator as before, and
-``jax.devices()`` is unchanged there; on a CPU-only host it lists the CPU devices.
+and ffn). Nothing changes when the variable is unset, ``1`` or ``off``, when the user already chose a CPU device count
+(``jax.config.update("jax_num_cpu_devices", n)`` or ``--xla_force_host_platform_device_count`` in ``XLA_FLAGS``: their
+choice stands and models load on one device unless given a mesh), or when JAX's backends already run. Only the CPU
+backend is affected: on a GPU or TPU host the models run on the accelerator as before.
 """
 
 from __future__ import annotations
@@ -48,24 +46,23 @@ def default_count(cores: int | None = None) -> int:
 
 
 def configure() -> int | None:
-    """Asks JAX for one CPU device per core (see the module docstring); returns the count set, or None."""
+    """Asks JAX for the CPU devices ``MUSICGEN_JAX_CPU_DEVICES`` names (see the module docstring); returns the count
+    set, or None."""
     global _chosen
     if _chosen is not None:
         return _chosen
     value = os.environ.get(ENV, "").strip().lower()
-    if value in _OFF:
+    if not value or value in _OFF:
         return None
-    if value:
+    if value == "auto":
+        count = default_count()
+    else:
         try:
             count = int(value)
         except ValueError:
             return None  # a malformed value leaves JAX's default (one CPU device)
-        if count < 2:
-            return None
-    else:
-        count = default_count()
-        if count < 2:
-            return None
+    if count < 2:
+        return None
     if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
         return None
     import jax

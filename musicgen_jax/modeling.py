@@ -184,9 +184,10 @@ class ConditionalGeneration:
         ``dtype``: ``jnp.float32`` (default), ``jnp.bfloat16``, ``"float32"``/``"bfloat16"``, or ``"auto"`` to keep
         the checkpoint's dtype.
 
-        ``mesh``: ``"auto"`` (default): on a CPU that :mod:`musicgen_jax.cpu_devices` split into one JAX device per
-        core, the layers' heads and ffn are split over the cores (tensor parallelism: each core reads its share of
-        the weights at every step), else one device; None: one device; or any ``jax.sharding.Mesh``
+        ``mesh``: ``"auto"`` (default): one device, unless ``MUSICGEN_JAX_CPU_DEVICES`` split the CPU into one JAX
+        device per core (:mod:`musicgen_jax.cpu_devices`): then the layers' heads and ffn are split over the cores
+        (tensor parallelism: each core reads its share of the weights at every step); None: one device; or any
+        ``jax.sharding.Mesh``
         (``jax.make_mesh``'s, explicit or auto axes, or :func:`musicgen_jax.sharding.make_mesh`'s): every parameter
         is placed by its logical axes through ``rules`` (default :data:`musicgen_jax.sharding.RULES`, for axes named
         ``data`` and ``model``; other names through :func:`musicgen_jax.sharding.rules_for`), and ``generate``

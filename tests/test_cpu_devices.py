@@ -1,6 +1,6 @@
-"""One JAX CPU device per core (musicgen_jax.cpu_devices): what ``import musicgen_jax`` asks JAX for, when it leaves
-the user's choice alone, and that the default tensor-parallel model (``mesh="auto"``) gives one device's numbers.
-Each case is a fresh interpreter: the device count is fixed when JAX starts its backends."""
+"""One JAX CPU device per core (musicgen_jax.cpu_devices, opt-in): what ``import musicgen_jax`` asks JAX for, when
+it leaves the user's choice alone, and that the tensor-parallel model it then loads (``mesh="auto"``) gives one
+device's numbers. Each case is a fresh interpreter: the device count is fixed when JAX starts its backends."""
 
 from __future__ import annotations
 
@@ -42,12 +42,16 @@ def test_default_count_is_a_power_of_two_up_to_eight(cores, want):
 def test_import_asks_for_the_requested_devices_and_auto_mesh_spans_them():
     got = _run(COUNT, **{cpu_devices.ENV: "2"})
     assert got == {"devices": 2, "chosen": 2, "mesh": {"data": 1, "model": 2}}
+    want = cpu_devices.default_count()
+    got = _run(COUNT, **{cpu_devices.ENV: "auto"})
+    assert got["devices"] == want and got["chosen"] == (want if want > 1 else None)
 
 
 @pytest.mark.parametrize(
     "env, prelude",
     [
-        ({cpu_devices.ENV: "1"}, ""),  # turned off
+        ({}, ""),  # off unless asked for
+        ({cpu_devices.ENV: "1"}, ""),
         ({cpu_devices.ENV: "off"}, ""),
         ({cpu_devices.ENV: "4", "XLA_FLAGS": "--xla_force_host_platform_device_count=3"}, ""),  # the user's flag
         ({cpu_devices.ENV: "4"}, "import jax; jax.config.update('jax_num_cpu_devices', 3)\n"),  # the user's config

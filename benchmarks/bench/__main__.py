@@ -137,6 +137,8 @@ def main(argv=None) -> dict:
     if target.device == "tpu" and args.jax_only:
         p.error("--jax-only is implied on TPU")
     args.env_set = device.prepare_environment(target)  # before anything imports JAX
+    import musicgen_jax  # noqa: F401  (before any JAX operation: one CPU device per core, musicgen_jax.cpu_devices)
+
     if args.dry_run:
         print("\n".join(plan_lines(args, target, batches, steps, args.env_set)))
         fail_unless_visible(target)

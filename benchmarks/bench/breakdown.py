@@ -104,10 +104,11 @@ def time_sampling_head(logits, num_codebooks: int, n: int) -> list[float]:
     return [time_call(head, logits, rng) for _ in range(n)]
 
 
-def time_layer_gemvs(model, rows: int, n: int) -> tuple[list[float], int]:
+def time_layer_gemvs(model, rows: int, n: int, one_device: bool = False) -> tuple[list[float], int]:
     """Seconds of ``n`` rounds of plain GEMVs ``x (rows, D) @ W`` over every layer matrix a step reads (QKV, out, up,
     down; plain MusicGen also the cross-attention's query and out, not its key/value projection, which only the
-    prefill runs), each its own buffer in its natural layout; and the bytes of those matrices."""
+    prefill runs), each its own buffer in its natural layout, placed as the model's parameters are (over its devices
+    when it has several) or, with ``one_device``, on JAX's first device; and the bytes of those matrices."""
     import jax
     import jax.numpy as jnp
 
@@ -122,8 +123,11 @@ def time_layer_gemvs(model, rows: int, n: int) -> tuple[list[float], int]:
         if "cross_attn" in layer:
             step_mats[2:2] = [layer["cross_attn"]["q"], layer["cross_attn"]["out"]]
         for w in step_mats:
+            w = jax.device_put(np.asarray(w), jax.devices()[0]) if one_device else w
             mats.append(jnp.array(w).reshape(D, -1) if w.shape[0] == D else jnp.array(w).reshape(-1, D))
     x = jnp.ones((rows, max(m.shape[0] for m in mats)), mats[0].dtype)
+    if one_device:
+        x = jax.device_put(x, jax.devices()[0])
     gemvs = jax.jit(lambda x, mats: sum(jnp.sum(x[:, : w.shape[0]] @ w) for w in mats))
     time_call(gemvs, x, mats)  # compile
     times = [time_call(gemvs, x, mats) for _ in range(n)]
@@ -176,6 +180,8 @@ def step_work(model, rows: int, prefix_len: int, prompt_len: int, total: int, cr
 def decode_step_breakdown(model, conditions, batch: int, steps: int, jax_rows: list[dict], n: int = 8) -> dict:
     """The breakdown of one decode step of a generate of ``steps`` new tokens (``jax_rows``: its timed repeats), on
     ``conditions`` as :func:`generation_conditions` gives them (a melody prefix array is accepted too)."""
+    import jax
+
     from musicgen_jax import sampling
     from musicgen_jax.decoder import is_scanned
 
@@ -188,6 +194,8 @@ def decode_step_breakdown(model, conditions, batch: int, steps: int, jax_rows: l
     forward_times, logits, kv_bytes = time_forward_step(model, rows, P + total, P + S, n, conditions)
     head_times = time_sampling_head(logits, model.config.decoder.num_codebooks, n)
     gemv_times, mat_bytes = time_layer_gemvs(model, rows, n)
+    devices = len(jax.tree_util.tree_leaves(model.params["decoder"])[0].sharding.device_set)
+    one_device_times = time_layer_gemvs(model, rows, n, one_device=True)[0] if devices > 1 else gemv_times
     work = step_work(model, rows, P, S, total, W)
     moved = work["decoder_weight_bytes"] - work.get("prefill_only_weight_bytes", 0) + kv_bytes
     forward_s, gemv_s = median(forward_times), median(gemv_times)
@@ -200,6 +208,8 @@ def decode_step_breakdown(model, conditions, batch: int, steps: int, jax_rows: l
         "gemv_floor_s": gemv_s,
         "gemv_floor_min_s": min(gemv_times),
         "gemv_floor_GBps": mat_bytes / gemv_s / 1e9,
+        "devices": devices,
+        "gemv_one_device_s": median(one_device_times),
         "layer_matrix_bytes": mat_bytes,
         "kv_cache_bytes": kv_bytes,
         "prefix_len": P,

@@ -385,12 +385,27 @@ def notes(res: dict) -> list[str]:
         f"- JAX decode step (from generate's stats): prefill {fmt_s(bd['prefill_s'])} ({prefill_what(bd)}, "
         f"{bd['rows']} rows{shared}); scan step decode / (steps - 1) = {sf(bd['scan_step_s'])}; "
         f"jitted alone: one cached forward step {sf(bd['forward_step_s'])}, sampling head (CFG + top-k + draw) "
-        f"{sf(bd['sampling_head_s'])}. Decoder layout: {bd['layout']}.",
+        f"{sf(bd['sampling_head_s'])}. Decoder layout: {bd['layout']}"
+        f"{f', over {d} CPU devices (tensor parallel)' if (d := bd.get('devices', 1)) > 1 else ''}.",
         floor,
         *greedy_notes(res),
         *bandwidth_notes(res),
         *machine_notes(res),
     ]
+
+
+def placed(bd: dict) -> str:
+    """How the decoder's weights are placed, when not on one device."""
+    devices = bd.get("devices", 1)
+    return f", split over {devices} CPU devices as the model's" if devices > 1 else ""
+
+
+def one_device(bd: dict) -> str:
+    """The same GEMVs on one device, when the model spans several."""
+    if bd.get("devices", 1) <= 1:
+        return ""
+    ratio = bd["gemv_one_device_s"] / bd["scan_step_s"]
+    return f" (on one device {fmt_s(bd['gemv_one_device_s'])}: the step is at {ratio:.0%} of that)"
 
 
 def prefill_what(bd: dict) -> str:
@@ -440,7 +455,8 @@ def bandwidth_notes(res: dict) -> list[str]:
     per = f"; each reading times {reps} back-to-back calls" if reps > 1 else ""
     return [
         f"- Floor: plain GEMVs ({bd['rows']} rows) over the same layer matrices ({fmt_gb(bd['layer_matrix_bytes'])}, "
-        f"unstacked) take {fmt_s(bd['gemv_floor_s'])} ({bd['gemv_floor_GBps']:.1f} GB/s); the scan step moves "
+        f"unstacked{placed(bd)}) take {fmt_s(bd['gemv_floor_s'])} ({bd['gemv_floor_GBps']:.1f} GB/s){one_device(bd)}; "
+        f"the step is at {bd['gemv_floor_s'] / bd['scan_step_s']:.0%} of them; the scan step moves "
         f"weights {moved_weights(bd)} + KV cache {fmt_gb(bd['kv_cache_bytes'])} (capacity "
         f"{bd['cache_capacity']}) at an effective {bd['scan_step_effective_GBps']:.1f} GB/s. {where}: {torch_copy}"
         f"JAX sum {bw['jax_sum_read_GBps']:.1f} GB/s (read), JAX "
