@@ -207,7 +207,9 @@ def main(argv=None) -> int:
     print(table(rows, args, cpu))
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, f"finetune-memory-{args.config}.json")
-    with open(path, "w") as f:
+    from musicgen_jax.files import atomic_write
+
+    with atomic_write(path, "w", encoding="utf-8") as f:
         json.dump({"cpu": cpu, "config": args.config, "duration": args.duration, "rows": rows}, f, indent=2)
     print(f"\nwrote {path}")
     return 0

@@ -179,11 +179,11 @@ def main() -> None:
     print(markdown)
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"first-audio-{args.config}")
+    from musicgen_jax.files import atomic_write
+
     for suffix, text in ((".json", json.dumps(result, indent=1)), (".md", markdown)):
-        tmp = f"{stem}{suffix}.tmp-{os.getpid()}"
-        with open(tmp, "w") as f:
+        with atomic_write(stem + suffix, "w", encoding="utf-8") as f:
             f.write(text)
-        os.replace(tmp, stem + suffix)
 
 
 if __name__ == "__main__":

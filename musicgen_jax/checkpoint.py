@@ -43,6 +43,7 @@ import jax
 import numpy as np
 
 from musicgen_jax.config import ConfigError
+from musicgen_jax.files import fsync
 
 FORMAT = "musicgen-jax"
 MARKER = "musicgen_jax.json"
@@ -148,14 +149,6 @@ def check_destination(dst: str | os.PathLike, overwrite: bool = False) -> None:
         )
 
 
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_json(path: str, obj) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=2)
@@ -176,8 +169,8 @@ def _listing(folder: str) -> dict[str, int]:
 def _sync_tree(folder: str) -> None:
     for root, _, names in os.walk(folder):
         for name in names:
-            _fsync(os.path.join(root, name))
-        _fsync(root)
+            fsync(os.path.join(root, name))
+        fsync(root)
 
 
 def save(
@@ -243,7 +236,7 @@ def save(
     files = {k: v for k, v in _listing(folder).items() if k != OWNER_STAMP}
     _write_json(os.path.join(folder, MARKER), {"format": FORMAT, "version": 2, "dtype": dtypes, "files": files})
     _sync_tree(folder)
-    _fsync(dst)
+    fsync(dst)
     _reached("version-complete")
 
     # 4. The switch: one os.replace of the pointer file.
@@ -251,7 +244,7 @@ def save(
     _write_json(pointer, {"format": FORMAT, "version": 2, "current": name})
     _reached("pointer-written")
     os.replace(pointer, os.path.join(dst, MARKER))
-    _fsync(dst)
+    fsync(dst)
     _reached("pointer-switched")
 
     # 5. What the old version and killed saves left: only what we wrote.

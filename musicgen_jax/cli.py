@@ -457,6 +457,13 @@ _OVERWRITE_HELP = (
 )
 
 
+def _add_distributed_arguments(parser: argparse.ArgumentParser, num_processes_help: str) -> None:
+    """The ``jax.distributed.initialize`` flags ``batch`` and ``finetune`` share (checked by ``_distributed``)."""
+    parser.add_argument("--coordinator-address", help="HOST:PORT of process 0 (jax.distributed.initialize)")
+    parser.add_argument("--num-processes", type=int, help=num_processes_help)
+    parser.add_argument("--process-id", type=int, help="this process's index (jax.distributed.initialize)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from musicgen_jax import compilation_cache
 
@@ -529,9 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     bat.add_argument("--stride", type=float, help="long-form stride in seconds (default 18, or 0.6 of --window)")
     bat.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"])
     bat.add_argument("--matmul-precision", default=None, choices=["highest", "high", "default"])
-    bat.add_argument("--coordinator-address", help="HOST:PORT of process 0 (jax.distributed.initialize)")
-    bat.add_argument("--num-processes", type=int, help="processes in the job (jax.distributed.initialize)")
-    bat.add_argument("--process-id", type=int, help="this process's index (jax.distributed.initialize)")
+    _add_distributed_arguments(bat, "processes in the job (jax.distributed.initialize)")
     bat.add_argument("--quiet", action="store_true", help="no progress bar")
     compilation_cache.add_argument(bat)
     bat.set_defaults(func=cmd_batch)
@@ -659,11 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a text to sample, prompt i with seed i; repeat for several (default: two fixed prompts)",
     )
     ft.add_argument("--sample-seconds", type=float, default=5.0, help="seconds per sample (default 5)")
-    ft.add_argument(
-        "--coordinator-address", help="HOST:PORT of process 0, for several processes (jax.distributed.initialize)"
-    )
-    ft.add_argument("--num-processes", type=int, help="processes in the job; --batch-size is the global batch")
-    ft.add_argument("--process-id", type=int, help="this process's index (jax.distributed.initialize)")
+    _add_distributed_arguments(ft, "processes in the job; --batch-size is the global batch")
     ft.add_argument(
         "--lora-rank",
         type=int,

@@ -5,6 +5,7 @@ new one under the final name, never a truncated one."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -50,8 +51,8 @@ def atomic_folder(path: str | os.PathLike, kind: str):
         yield temporary
         for root, _, names in os.walk(temporary):
             for entry in names:
-                _fsync(os.path.join(root, entry))
-            _fsync(root)
+                fsync(os.path.join(root, entry))
+            fsync(root)
         if os.path.isdir(path) and os.listdir(path):
             old = os.path.join(parent, f".{name}.{kind}-{token}.old")
             os.rename(path, old)
@@ -59,7 +60,7 @@ def atomic_folder(path: str | os.PathLike, kind: str):
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(temporary, path)  # onto a missing or empty folder
-        _fsync(parent)
+        fsync(parent)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
@@ -73,7 +74,18 @@ def folder_leftovers(path: str | os.PathLike, kind: str) -> list[str]:
     return [os.path.join(parent, e) for e in os.listdir(parent) if pattern.match(e)]
 
 
-def _fsync(path: str) -> None:
+def has_marker(folder: str | os.PathLike, marker: str, fmt: str) -> bool:
+    """Whether ``folder`` holds the JSON file ``marker`` whose ``"format"`` is ``fmt``: how a folder we wrote (an
+    export, a LoRA folder, or what a killed write of one left) is told from anyone else's."""
+    try:
+        with open(os.path.join(folder, marker), encoding="utf-8") as f:
+            return json.load(f).get("format") == fmt
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def fsync(path: str) -> None:
+    """fsyncs a file or a folder (its entries) by path."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -45,14 +45,6 @@ class ExportError(checkpoint.CheckpointError):
     """A destination or source an export cannot use; the message names it."""
 
 
-def _is_ours(folder: str) -> bool:
-    try:
-        with open(os.path.join(folder, MARKER), encoding="utf-8") as f:
-            return json.load(f).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 def check_destination(dst: str | os.PathLike) -> None:
     """Refuses a destination an export must not replace: a file, or a non-empty folder that is not an export."""
     dst = os.fspath(dst)
@@ -62,7 +54,7 @@ def check_destination(dst: str | os.PathLike) -> None:
         return
     if not os.path.isdir(dst):
         raise ExportError(f"{dst}: exists and is not a directory")
-    if os.listdir(dst) and not _is_ours(dst):
+    if os.listdir(dst) and not files.has_marker(dst, MARKER, FORMAT):
         raise ExportError(
             f"{dst}: not empty and not a musicgen-jax export ({len(os.listdir(dst))} entries); choose a new or "
             "empty folder (an earlier export there is replaced)"
@@ -119,7 +111,7 @@ def save(
     tensors = export_tensors(_numpy(params), config, dropped=dropped_tensors(source))
 
     for leftover in files.folder_leftovers(dst, "export"):  # a killed export's: ours by marker (or still empty)
-        if _is_ours(leftover) or not os.listdir(leftover):
+        if files.has_marker(leftover, MARKER, FORMAT) or not os.listdir(leftover):
             shutil.rmtree(leftover, ignore_errors=True)
     with files.atomic_folder(dst, "export") as temporary:
         marker = {"format": FORMAT, "version": 1, "model_type": config.model_type, **(note or {})}

@@ -218,21 +218,13 @@ def merge(params: Mapping, lora: LoraConfig) -> dict:
 # The adapters alone on disk.
 
 
-def _is_ours(folder: str) -> bool:
-    try:
-        with open(os.path.join(folder, MARKER), encoding="utf-8") as f:
-            return json.load(f).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 def check_destination(dst: str | os.PathLike) -> None:
     """Refuses a destination :func:`save` must not replace: a file, or a non-empty folder of other adapters' or
     anyone else's files (an earlier adapter folder is replaced)."""
     dst = os.fspath(dst)
     if os.path.exists(dst) and not os.path.isdir(dst):
         raise LoraError(f"{dst}: exists and is not a directory")
-    if os.path.isdir(dst) and os.listdir(dst) and not _is_ours(dst):
+    if os.path.isdir(dst) and os.listdir(dst) and not files.has_marker(dst, MARKER, FORMAT):
         raise LoraError(f"{dst}: not empty and not a musicgen-jax LoRA folder; choose a new or empty folder")
 
 
@@ -245,7 +237,7 @@ def save(dst: str | os.PathLike, adapters: Mapping, lora: LoraConfig, metadata: 
     dst = os.path.abspath(os.fspath(dst))
     check_destination(dst)
     for leftover in files.folder_leftovers(dst, "lora"):
-        if _is_ours(leftover) or not os.listdir(leftover):
+        if files.has_marker(leftover, MARKER, FORMAT) or not os.listdir(leftover):
             shutil.rmtree(leftover, ignore_errors=True)
     host = jax.tree_util.tree_map(np.asarray, dict(adapters))
     with files.atomic_folder(dst, "lora") as temporary:

@@ -262,7 +262,14 @@ def restore_checkpoint(manager, target: TrainState, step: int | None = None) -> 
 
 def restore_params(directory: str | os.PathLike, step: int | None = None) -> dict:
     """Only the parameter tree of a :func:`save_checkpoint` checkpoint in ``directory`` (default: the latest step),
-    without knowing the optimizer it was trained with: jax arrays on the default device."""
+    without knowing the optimizer it was trained with: jax arrays on this process's first device."""
+    return restore_run(directory, step)[0]
+
+
+def restore_run(directory: str | os.PathLike, step: int | None = None) -> tuple[dict, dict | None, int]:
+    """``(params, metadata, step)`` of a :func:`save_checkpoint` checkpoint in ``directory`` (default: the latest
+    step): the parameters on this process's first device, whatever mesh (or process count) wrote them, and the
+    JSON metadata saved with them (None when there is none)."""
     import orbax.checkpoint as ocp
 
     if not os.path.isdir(directory):
@@ -272,8 +279,8 @@ def restore_params(directory: str | os.PathLike, step: int | None = None) -> dic
         step = manager.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"{directory}: no checkpoint to restore")
-        # Onto this process's first device, whatever mesh (or process count) wrote it: a target built from the
-        # stored shapes and dtypes, since orbax cannot rebuild a sharding over devices this process lacks.
+        # A target built from the stored shapes and dtypes: orbax cannot rebuild a sharding over devices this
+        # process lacks.
         from etils import epath
 
         stored = ocp.PyTreeCheckpointHandler().metadata(epath.Path(os.fspath(manager.directory)) / str(step) / "state")
@@ -281,25 +288,7 @@ def restore_params(directory: str | os.PathLike, step: int | None = None) -> dic
         target = jax.tree_util.tree_map(
             lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=local), getattr(stored, "tree", stored)
         )
-        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-    finally:
-        manager.close()
-    return restored["state"]["params"]
-
-
-def restore_run(directory: str | os.PathLike, step: int | None = None) -> tuple[dict, dict | None, int]:
-    """``(params, metadata, step)`` of a :func:`save_checkpoint` checkpoint in ``directory`` (default: the latest
-    step), as :func:`restore_params` plus the JSON metadata saved with it (None when there is none)."""
-    import orbax.checkpoint as ocp
-
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"{directory}: no such checkpoint directory")
-    manager = checkpoint_manager(directory, max_to_keep=None)
-    try:
-        step = manager.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"{directory}: no checkpoint to restore")
-        items = {"state": ocp.args.StandardRestore()}
+        items = {"state": ocp.args.StandardRestore(target)}
         if os.path.isdir(os.path.join(os.fspath(manager.directory), str(step), "metadata")):
             items["metadata"] = ocp.args.JsonRestore()
         restored = manager.restore(step, args=ocp.args.Composite(**items))
