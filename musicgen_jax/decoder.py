@@ -24,6 +24,7 @@ the two; :func:`is_scanned` tells which one a tree uses.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -376,13 +377,19 @@ class Decoder(nn.Module):
             (x_BTD, _, new_cache), new_kv = layers(carry, mask_BTS, cache_index, encoder_BWD, cross_mask_BW, cross_kv)
         else:
             ks, vs, new_ks, new_vs = [], [], [], []
+            # Inference (deterministic, no remat): each layer runs as one jitted function of its own parameters,
+            # which JAX traces and lowers once for all L layers (the same shapes), instead of L times; XLA inlines
+            # the calls, so the compiled program and its numbers are those of the layers written out. A cached
+            # run's tracing of the prefill and the steps is most of its start-up (benchmarks/NOTES.md #18).
+            traced_once = self.deterministic and not self.remat and not self.is_initializing()
             for i in range(cfg.num_hidden_layers):
                 layer_cache = None if cache is None else (cache.k[i], cache.v[i])
                 layer_kv = None if cross_kv is None else (cross_kv[0][i], cross_kv[1][i])
-                layer = layer_class(cfg, self.deterministic, name=f"layers_{i}")
-                (x_BTD, _, layer_cache), kv = layer(
-                    (x_BTD, None, layer_cache), mask_BTS, cache_index, encoder_BWD, cross_mask_BW, layer_kv
-                )
+                args = ((x_BTD, None, layer_cache), mask_BTS, cache_index, encoder_BWD, cross_mask_BW, layer_kv)
+                if traced_once:
+                    (x_BTD, _, layer_cache), kv = _layer_call(cfg, self.variables["params"][f"layers_{i}"], *args)
+                else:
+                    (x_BTD, _, layer_cache), kv = layer_class(cfg, self.deterministic, name=f"layers_{i}")(*args)
                 if layer_cache is not None:
                     ks.append(layer_cache[0])
                     vs.append(layer_cache[1])
@@ -408,6 +415,14 @@ class Decoder(nn.Module):
         )
         logits_BKTV = logits_rows.reshape(K, B, T, V).transpose(1, 0, 2, 3)
         return logits_BKTV, (None if new_cache is None else KVCache(*new_cache))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _layer_call(config: DecoderConfig, layer_params, carry, mask_BTS, cache_index, encoder_BWD, encoder_mask_BW, kv):
+    """One unrolled layer's inference forward (:class:`DecoderLayer`, deterministic) as a function of its parameters."""
+    return DecoderLayer(config).apply(
+        {"params": layer_params}, carry, mask_BTS, cache_index, encoder_BWD, encoder_mask_BW, kv
+    )
 
 
 def abstract_params(config: DecoderConfig) -> Any:

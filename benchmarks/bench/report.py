@@ -33,6 +33,8 @@ def figures(rows: dict, steps: int, hf_long: list, jax_long: list, jax_first: di
     out = {
         "generate_s": stat(field("hf_gen", "total"), field("jax_gen", "total")),
         "decode_loop_s": stat(hf_loop, jax_loop),
+        # HF: its decoder's first forward inside generate (HFSide spies it); JAX: generate's own prefill_seconds
+        "prefill_s": stat(field("hf_gen", "prefill"), field("jax_gen", "prefill")),
         "decode_steps_per_s": stat(hf_rate, jax_rate),
         "t5_encode_s": stat(rows["hf_t5"], rows["jax_t5"]),
         "encodec_decode_generated_s": stat(rows["hf_codec"], rows["jax_codec"]),
@@ -280,6 +282,7 @@ def table(res: dict) -> list[str]:
         ("generate, end to end", "generate_s", fmt_s),
         ("decode loop (HF: generate - T5 - EnCodec)", "decode_loop_s", fmt_s),
         ("decode steps/s [best]; ratio < 1: JAX faster", "decode_steps_per_s", lambda x: f"{x:.2f}"),
+        ("prefill (HF: the decoder's first forward in generate)", "prefill_s", fmt_s),
         ("T5 encode", "t5_encode_s", fmt_s),
         (f"EnCodec decode, {sh['frames']} frames", "encodec_decode_generated_s", fmt_s),
         (f"EnCodec decode, {a['encodec_seconds']:g} s of codes ({sh['encodec_long_frames']} frames)",
@@ -387,10 +390,24 @@ def notes(res: dict) -> list[str]:
         f"jitted alone: one cached forward step {sf(bd['forward_step_s'])}, sampling head (CFG + top-k + draw) "
         f"{sf(bd['sampling_head_s'])}. Decoder layout: {bd['layout']}"
         f"{f', over {d} CPU devices (tensor parallel)' if (d := bd.get('devices', 1)) > 1 else ''}.",
+        *hf_forward_notes(res),
         floor,
         *greedy_notes(res),
         *bandwidth_notes(res),
         *machine_notes(res),
+    ]
+
+
+def hf_forward_notes(res: dict) -> list[str]:
+    """HF's decoder forwards inside its generate (the spy's times): the prefill and the median one-position step."""
+    hf_rows = res.get("raw", {}).get("hf_gen") or []
+    steps = [r["decoder_step"] for r in hf_rows if r.get("decoder_step") is not None]
+    if not steps:
+        return []
+    sf, prefill = step_fmt(res), median([r["prefill"] for r in hf_rows])
+    return [
+        f"- HF inside its generate: the decoder's first forward (the prefill) {fmt_s(prefill)}, "
+        f"its later forwards {sf(median(steps))} each (median; sampling apart)."
     ]
 
 

@@ -1,7 +1,8 @@
 """HF (PyTorch, the reference) and musicgen-jax behind the same timed calls: load, generate with its parts, T5,
 EnCodec decode.
 
-HF's generate is split by spying on its modules (``text_encoder.forward`` and ``audio_encoder.decode``); musicgen-jax's
+HF's generate is split by spying on its modules (``text_encoder.forward``, ``decoder.forward``: its first call in a
+generate is the prefill, each later one a step; and ``audio_encoder.decode``); musicgen-jax's
 by its own public ``GenerateOutput.stats``. musicgen-jax is never patched. Both also give the codes of a short greedy
 generate (``--check-greedy``): HF's as it hands them to EnCodec (HF returns no codes), JAX's ``audio_codes``.
 """
@@ -73,14 +74,17 @@ class HFSide:
         self.load_s = time.perf_counter() - t0
         self.t5_spy = Spy(self.model.text_encoder, "forward", self.sync)
         self.codec_spy = Spy(self.model.audio_encoder, "decode", self.sync)
+        self.decoder_spy = Spy(self.model.decoder, "forward", self.sync)
 
     def set_inputs(self, ids: np.ndarray, mask: np.ndarray):
         self.ids = self.torch.from_numpy(ids).to(self.dev)
         self.mask = self.torch.from_numpy(mask).to(self.dev)
 
     def generate(self, seed: int, new_tokens: int | None = None, **kwargs) -> dict:
-        """Seconds of one generate: total, and the T5 and EnCodec calls inside it; the rest is the decode loop.
-        ``kwargs`` replace the sampling arguments (``GENERATE_KWARGS``)."""
+        """Seconds of one generate: total, and the T5 and EnCodec calls inside it; the rest is the decode loop, of
+        which ``prefill`` is the decoder's first forward (the conditioning prefix and BOS, CFG rows) and
+        ``decoder_step`` the median of its later forwards (one position each). ``kwargs`` replace the sampling
+        arguments (``GENERATE_KWARGS``)."""
         self.torch.manual_seed(seed)
         self.sync()
         t0 = time.perf_counter()
@@ -94,7 +98,16 @@ class HFSide:
         self.sync()
         total = time.perf_counter() - t0
         t5, codec = self.t5_spy.take(), self.codec_spy.take()
-        return {"total": total, "t5": t5, "encodec": codec, "loop": total - t5 - codec}
+        calls, self.decoder_spy.times = self.decoder_spy.times, []
+        prefill, step = calls[0], float(np.median(calls[1:])) if len(calls) > 1 else float("nan")
+        return {
+            "total": total,
+            "t5": t5,
+            "encodec": codec,
+            "loop": total - t5 - codec,
+            "prefill": prefill,
+            "decoder_step": step,
+        }
 
     def greedy_codes(self, new_tokens: int) -> np.ndarray:
         """The codes ``(batch, K, frames)`` of a greedy generate (``GREEDY_KWARGS``), as HF hands them to EnCodec."""
@@ -132,9 +145,9 @@ class HFSide:
         """Restores the spied methods and drops the model (frees its memory before the JAX-only measurements)."""
         import gc
 
-        for spy in (self.t5_spy, self.codec_spy):
+        for spy in (self.t5_spy, self.codec_spy, self.decoder_spy):
             spy.restore()
-        self.model = self.t5_spy = self.codec_spy = self.ids = self.mask = None
+        self.model = self.t5_spy = self.codec_spy = self.decoder_spy = self.ids = self.mask = None
         gc.collect()
         if self.dev == "cuda":
             self.torch.cuda.empty_cache()
