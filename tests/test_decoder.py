@@ -122,3 +122,42 @@ def test_bad_inputs_name_the_problem(tmp_path_factory, kwargs, match):
     model = MusicgenMelodyForConditionalGeneration.from_pretrained(path)
     with pytest.raises(ValueError, match=match):
         model(**kwargs)
+
+
+def test_unrolled_layers_traced_once_match_the_submodules():
+    """The unrolled inference path runs each layer through one jitted function of its parameters (traced once for all
+    layers); the flax submodules (what training and init use) give the same logits and cache, bit for bit."""
+    from musicgen_jax.config import DecoderConfig
+    from musicgen_jax.decoder import Decoder, KVCache
+
+    cfg = DecoderConfig(
+        vocab_size=16, hidden_size=24, num_hidden_layers=3, num_attention_heads=4, ffn_dim=40, pad_token_id=16,
+        bos_token_id=16, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    ids = jnp.asarray(rng.integers(0, 17, (2, cfg.num_codebooks, 5)), jnp.int32)
+    prefix = jnp.asarray(rng.standard_normal((2, 3, 24)), jnp.float32)
+    fast, modules = (
+        Decoder(cfg, deterministic=True, scan_layers=False),
+        Decoder(cfg, deterministic=False, scan_layers=False),
+    )
+    params = jax.tree_util.tree_map(
+        lambda x: jnp.asarray(rng.standard_normal(x.shape), x.dtype) * 0.3,
+        fast.init(jax.random.PRNGKey(0), ids, prefix)["params"],
+    )
+    variables = {"params": params}
+    cache = KVCache.zeros(cfg, 2, 12, scanned=False)
+    jaxpr = jax.make_jaxpr(lambda p: fast.apply({"params": p}, ids, prefix, cache=cache))(params)
+    calls = [
+        e for e in jaxpr.jaxpr.eqns if e.primitive.name in ("pjit", "jit") and "_layer_call" in str(e.params["name"])
+    ]
+    assert len(calls) == cfg.num_hidden_layers
+    assert len({id(e.params["jaxpr"]) for e in calls}) == 1  # one traced body for every layer
+    dropout = jax.random.PRNGKey(1)  # unused (rates 0), but the non-deterministic path asks for the stream
+    want_logits, want_cache = jax.jit(lambda v: modules.apply(v, ids, prefix, cache=cache, rngs={"dropout": dropout}))(
+        variables
+    )
+    got_logits, got_cache = jax.jit(lambda v: fast.apply(v, ids, prefix, cache=cache))(variables)
+    np.testing.assert_array_equal(np.asarray(got_logits), np.asarray(want_logits))
+    for got, want in zip(jax.tree_util.tree_leaves(got_cache), jax.tree_util.tree_leaves(want_cache), strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
