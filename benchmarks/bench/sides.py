@@ -23,21 +23,24 @@ class Spy:
     """Replaces ``owner.attr`` of an HF (torch) module with a wrapper that times each call; ``restore`` undoes it.
 
     ``sync`` waits for torch's queued device work before and after each call (CUDA; a no-op on CPU), so that the
-    time is the call's, not its launch's. While ``capture`` is set, each call's first argument is kept."""
+    time is the call's, not its launch's; with ``synced_calls`` only the first that many calls since the last
+    ``take``/``take_each`` wait (a spy on every decode step must not stop HF's launches from running ahead of the
+    GPU). While ``capture`` is set, each call's first argument is kept."""
 
-    def __init__(self, owner, attr: str, sync=None):
+    def __init__(self, owner, attr: str, sync=None, synced_calls: int | None = None):
         if type(owner).__module__.startswith("musicgen_jax"):
             raise TypeError("musicgen-jax is timed through its public stats, never patched")
         self.owner, self.attr = owner, attr
         self.original = getattr(owner, attr)
         self.times: list[float] = []
         self.capture, self.captured = False, []
-        sync = sync or (lambda: None)
+        always = sync or (lambda: None)
 
         @functools.wraps(self.original)  # keeps the signature: HF inspects text_encoder.forward's parameters
         def wrapper(*args, **kwargs):
             if self.capture:
                 self.captured.append(args[0])
+            sync = always if synced_calls is None or len(self.times) < synced_calls else (lambda: None)
             sync()
             t0 = time.perf_counter()
             out = self.original(*args, **kwargs)
@@ -48,9 +51,12 @@ class Spy:
         setattr(owner, attr, wrapper)
 
     def take(self) -> float:
-        total = sum(self.times)
-        self.times = []
-        return total
+        return sum(self.take_each())
+
+    def take_each(self) -> list[float]:
+        """Each call's seconds since the last take, in order; starts a new count."""
+        times, self.times = self.times, []
+        return times
 
     def restore(self):
         setattr(self.owner, self.attr, self.original)
@@ -74,7 +80,7 @@ class HFSide:
         self.load_s = time.perf_counter() - t0
         self.t5_spy = Spy(self.model.text_encoder, "forward", self.sync)
         self.codec_spy = Spy(self.model.audio_encoder, "decode", self.sync)
-        self.decoder_spy = Spy(self.model.decoder, "forward", self.sync)
+        self.decoder_spy = Spy(self.model.decoder, "forward", self.sync, synced_calls=1)  # the prefill waits
 
     def set_inputs(self, ids: np.ndarray, mask: np.ndarray):
         self.ids = self.torch.from_numpy(ids).to(self.dev)
@@ -83,8 +89,8 @@ class HFSide:
     def generate(self, seed: int, new_tokens: int | None = None, **kwargs) -> dict:
         """Seconds of one generate: total, and the T5 and EnCodec calls inside it; the rest is the decode loop, of
         which ``prefill`` is the decoder's first forward (the conditioning prefix and BOS, CFG rows) and
-        ``decoder_step`` the median of its later forwards (one position each). ``kwargs`` replace the sampling
-        arguments (``GENERATE_KWARGS``)."""
+        ``decoder_step`` the median of its later forwards (one position each; None on CUDA, where those calls are
+        not waited for). ``kwargs`` replace the sampling arguments (``GENERATE_KWARGS``)."""
         self.torch.manual_seed(seed)
         self.sync()
         t0 = time.perf_counter()
@@ -98,8 +104,9 @@ class HFSide:
         self.sync()
         total = time.perf_counter() - t0
         t5, codec = self.t5_spy.take(), self.codec_spy.take()
-        calls, self.decoder_spy.times = self.decoder_spy.times, []
-        prefill, step = calls[0], float(np.median(calls[1:])) if len(calls) > 1 else float("nan")
+        calls = self.decoder_spy.take_each()
+        step = float(np.median(calls[1:])) if len(calls) > 1 and self.dev != "cuda" else None
+        prefill = calls[0]
         return {
             "total": total,
             "t5": t5,
