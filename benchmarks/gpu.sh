@@ -2,18 +2,22 @@
 # The GPU benchmark sequence (benchmarks/README.md, "On a GPU or TPU"). From the repository root of a checkout with
 # jax[cuda], a CUDA build of torch, transformers and psutil installed:
 #
-#   benchmarks/gpu.sh              # every stage below, in order: about 10 min of GPU time (estimated, not yet measured)
-#   benchmarks/gpu.sh small bf16   # only the stages named: check | small | melody | bf16 | summary
+#   benchmarks/gpu.sh              # every stage below, in order: ~18 min of GPU time (measured, 2026-12-04, below)
+#   benchmarks/gpu.sh greedy melody  # only the stages named: check | greedy | small | melody | bf16 | summary
 #
 # Everything lands under ${OUT:-benchmarks/results}: each run's <config>-gpu-b<batch>-s<steps>[-bf16].json and .md, a
 # log per stage (gpu-<stage>.log) and gpu-summary.md (the targets block of every GPU result). Random-weight
 # checkpoints are built once under ${CACHE:-/tmp/musicgen-bench} (small 2 GB, melody 6 GB; no network needed).
-# Each stage fits one 10-minute command on its own; expected times (H200-class GPU, 16 host cores), first run:
-#   check   ~15 s   the plan, nvidia-smi, and that JAX and torch both see the GPU (exits 2 otherwise)
-#   small   ~3.5 min  musicgen-small decoder, float32, batch 1 / 4 / 16 at 256 / 128 / 64 steps (3 processes)
-#   melody  ~4 min  musicgen-melody decoder, float32, batch 1, 1500 steps (30 s of audio), + 32 greedy steps vs HF
-#   bf16    ~2.5 min  the same in bfloat16 (both sides), reusing the melody checkpoint
-# HF's eager 1500-step generate (~1 min, guessed) is most of the melody stages; --budget-s caps the repeats.
+# A bench writes its .json/.md only at its end: a stage cut short leaves its log alone, so give each stage its time.
+# Measured on one H200 (16 host cores, Intel Xeon; jax 0.11.2, torch 2.11, transformers 5.17), first run:
+#   check    7 s    the plan, nvidia-smi, and that JAX and torch both see the GPU (exits 2 otherwise)
+#   greedy  ~3 min  (estimated) benchmarks/greedy_backends.py: HF cpu/cuda and ours cpu/gpu (scanned, unrolled), small
+#   small   ~5 min  (estimated) musicgen-small decoder, float32, batch 1 / 4 / 16 at 256 / 128 / 64 steps (3 processes)
+#   melody  >4 min  checkpoint 41 s, loads 14 + 12 s, JAX's first generate 61 s (XLA compile 47 s), one repeat 61 s
+#                   (HF 34.5 s, JAX 13.1 s for 1500 steps), greedy 11 s; the step breakdown after it (a second
+#                   compile) did not finish inside 240 s
+#   bf16    >2.5 min  loads 14 + 10 s, first generate 21 s (compile 13 s); the repeat did not finish inside 150 s
+# A device lease of 15 minutes fits check + greedy + melody, or check + small; not all of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +39,10 @@ run_stage() {
 stage_check() {
     nvidia-smi || true
     bench --dry-run --config melody --batch 1 --steps 1500 --check-greedy
+}
+
+stage_greedy() {
+    python benchmarks/greedy_backends.py --config small --steps 16 --cache-dir "$CACHE" --out "$OUT/greedy-backends"
 }
 
 stage_small() {
@@ -65,12 +73,12 @@ stage_summary() {
 }
 
 stages=("$@")
-[ ${#stages[@]} -gt 0 ] || stages=(check small melody bf16 summary)
+[ ${#stages[@]} -gt 0 ] || stages=(check greedy small melody bf16 summary)
 for s in "${stages[@]}"; do
     case $s in
-    check | small | melody | bf16 | summary) run_stage "$s" ;;
+    check | greedy | small | melody | bf16 | summary) run_stage "$s" ;;
     *)
-        echo "unknown stage $s (check | small | melody | bf16 | summary)" >&2
+        echo "unknown stage $s (check | greedy | small | melody | bf16 | summary)" >&2
         exit 2
         ;;
     esac
