@@ -4,7 +4,7 @@ states in every layer, HF ``encoder_attn``)."""
 
 from __future__ import annotations
 
-from convert.rules import Rule, linear
+from convert.rules import Rule, linear, torch_linear
 from musicgen_jax.config import MusicgenConfig, MusicgenMelodyConfig
 
 _LAYER = "decoder.model.decoder.layers.{layer}."
@@ -24,18 +24,19 @@ def decoder_rules(config: MusicgenMelodyConfig | MusicgenConfig) -> tuple[list[R
         Rule(_LAYER + "self_attn_layer_norm.bias", (*d, "layers", "attn_norm", "bias"), stack=_LAYERS),
         Rule(_LAYER + "final_layer_norm.weight", (*d, "layers", "mlp_norm", "scale"), stack=_LAYERS),
         Rule(_LAYER + "final_layer_norm.bias", (*d, "layers", "mlp_norm", "bias"), stack=_LAYERS),
-        Rule(_LAYER + "self_attn.out_proj.weight", (*d, "layers", "attn", "out"), linear(n_in=2), stack=_LAYERS),
-        Rule(_LAYER + "fc1.weight", (*d, "layers", "mlp", "up"), linear(), stack=_LAYERS),
-        Rule(_LAYER + "fc2.weight", (*d, "layers", "mlp", "down"), linear(), stack=_LAYERS),
+        # the layers' kernels stay in torch's (out, in) order (musicgen_jax/decoder.py): reshaped, never transposed
+        Rule(_LAYER + "self_attn.out_proj.weight", (*d, "layers", "attn", "out"), torch_linear(), stack=_LAYERS),
+        Rule(_LAYER + "fc1.weight", (*d, "layers", "mlp", "up"), torch_linear(), stack=_LAYERS),
+        Rule(_LAYER + "fc2.weight", (*d, "layers", "mlp", "down"), torch_linear(), stack=_LAYERS),
     ]
-    # q, k and v fill one fused kernel (D, 3, N, H); the qkv index is stacked at axis 1 of each layer's piece.
+    # q, k and v fill one fused kernel (3, N, H, D); the qkv index is the first axis of each layer's piece.
     for slot, name in enumerate(("q_proj", "k_proj", "v_proj")):
         rules.append(
             Rule(
                 _LAYER + f"self_attn.{name}.weight",
                 (*d, "layers", "attn", "qkv"),
-                linear(),
-                stack=(("layer", 0), ("qkv", 1)),
+                torch_linear(2),
+                stack=(("layer", 0), ("qkv", 0)),
                 fixed=(("qkv", slot),),
             )
         )
@@ -43,22 +44,24 @@ def decoder_rules(config: MusicgenMelodyConfig | MusicgenConfig) -> tuple[list[R
         rules += [
             Rule(_LAYER + "encoder_attn_layer_norm.weight", (*d, "layers", "cross_norm", "scale"), stack=_LAYERS),
             Rule(_LAYER + "encoder_attn_layer_norm.bias", (*d, "layers", "cross_norm", "bias"), stack=_LAYERS),
-            Rule(_LAYER + "encoder_attn.q_proj.weight", (*d, "layers", "cross_attn", "q"), linear(), stack=_LAYERS),
+            Rule(
+                _LAYER + "encoder_attn.q_proj.weight", (*d, "layers", "cross_attn", "q"), torch_linear(2), stack=_LAYERS
+            ),
             Rule(
                 _LAYER + "encoder_attn.out_proj.weight",
                 (*d, "layers", "cross_attn", "out"),
-                linear(n_in=2),
+                torch_linear(),
                 stack=_LAYERS,
             ),
         ]
-        # k and v fill one fused kernel (D, 2, N, H), as q, k, v do for self-attention
+        # k and v fill one fused kernel (2, N, H, D), as q, k, v do for self-attention
         for slot, name in enumerate(("k_proj", "v_proj")):
             rules.append(
                 Rule(
                     _LAYER + f"encoder_attn.{name}.weight",
                     (*d, "layers", "cross_attn", "kv"),
-                    linear(),
-                    stack=(("layer", 0), ("kv", 1)),
+                    torch_linear(2),
+                    stack=(("layer", 0), ("kv", 0)),
                     fixed=(("kv", slot),),
                 )
             )

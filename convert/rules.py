@@ -64,6 +64,13 @@ def linear(n_in: int = 1) -> Transform:
     return Transform(f"linear(n_in={n_in})", lambda x, shape: x.T.reshape(shape), source_shape, invert)
 
 
+def torch_linear(n_out: int = 1) -> Transform:
+    """torch ``nn.Linear.weight`` ``(out, in)`` -> kernel ``(*out_dims, *in_dims)``, the same element order (a
+    reshape, no copy): the decoder's kernels (e.g. ``(N * H, D) -> (N, H, D)`` for a query projection, ``(D, N * H)
+    -> (D, N, H)`` for the output projection; ``n_out`` leading kernel axes are the output features)."""
+    return reshaped(f"torch_linear(n_out={n_out})", lambda shape: (math.prod(shape[:n_out]), math.prod(shape[n_out:])))
+
+
 @dataclasses.dataclass(frozen=True)
 class Rule:
     """HF tensor pattern ``src`` -> our leaf ``dst`` (a path), through ``transform``.

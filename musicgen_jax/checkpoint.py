@@ -5,7 +5,7 @@ Layout of a converted directory (format version 2)::
 
     musicgen_jax.json          the pointer: {"format": "musicgen-jax", "version": 2, "current": "musicgen-jax-v3"}
     musicgen-jax-v3/           one complete version, self-contained:
-        musicgen_jax.json      {"format", "version": 2, "dtype": [...], "files": {relative path: size}}, written last
+        musicgen_jax.json      {"format", "version": 2, "kernels": 2, "dtype": [...], "files": {path: size}}, last
         config.json            the HF config (read with the same strict parser as a HF checkpoint)
         generation_config.json generation defaults
         tokenizer / preprocessor files, copied from the source when present
@@ -16,7 +16,9 @@ Why a pointer: a folder cannot be swapped in one step on Linux, but a file can (
 new version folder beside the old one, fsyncs it, then switches the pointer, then removes the old version. A
 process killed at any moment leaves the old checkpoint or the new one, each loadable; leftovers of a killed save are
 recognised by their owner stamp and removed by the next save. Loading follows the pointer (:func:`resolve`).
-Version-1 directories (``params/`` and the json files at the top, written by musicgen-jax 0.1) still load.
+Version-1 directories (``params/`` and the json files at the top, written by musicgen-jax 0.1) still load, and so do
+saves from before the decoder stored its kernels ``(out, in)`` (no ``"kernels"`` in the marker): their kernels are
+transposed once at load.
 
 Parameters are saved uncompressed, one zarr array (one chunk file) per leaf, without orbax's OCDBT container: each
 chunk file is then the array's bytes in C order, and :func:`restore` maps it into memory (``np.memmap``,
@@ -234,7 +236,10 @@ def save(
     # 3. The version's own marker lists every file with its size (checked before each restore); then all on disk.
     dtypes = sorted({str(np.dtype(x.dtype)) for x in jax.tree_util.tree_leaves(params)})
     files = {k: v for k, v in _listing(folder).items() if k != OWNER_STAMP}
-    _write_json(os.path.join(folder, MARKER), {"format": FORMAT, "version": 2, "dtype": dtypes, "files": files})
+    _write_json(
+        os.path.join(folder, MARKER),
+        {"format": FORMAT, "version": 2, "kernels": KERNELS, "dtype": dtypes, "files": files},
+    )
     _sync_tree(folder)
     fsync(dst)
     _reached("version-complete")
@@ -347,6 +352,13 @@ def restore(path: str | os.PathLike, abstract, dtype=None, shardings=None, host:
     if marker is None:
         raise CheckpointError(f"{os.path.join(path, MARKER)}: missing; not a converted musicgen-jax checkpoint")
     _check_files(path, marker)
+    if marker.get("kernels") != KERNELS:
+        return _restore_old_kernels(path, abstract, dtype, shardings, host)
+    return _read(path, abstract, dtype, shardings, host)
+
+
+def _read(path: str, abstract, dtype, shardings, host: bool):
+    """:func:`restore`'s reading, once the version folder ``path`` is checked."""
     target = os.path.join(path, "params")
     views = mapped_arrays(target, abstract)
     if views is not None:
@@ -389,6 +401,57 @@ def _restore_checked(checkpointer, target: str, abstract, dtype, shardings):
     except Exception as e:  # tensorstore's messages are long; the first line names the array and the file
         reason = " ".join(str(e).split())[:300] or type(e).__name__
         raise CheckpointError(f"{target}: cannot read the parameters ({reason})") from None
+
+
+# The decoder's projection kernels are stored (out, in) since version markers carry "kernels": 2 (NOTES #20);
+# checkpoints written before (no "kernels") hold them (in, out). Each entry: the last names of such a leaf's path ->
+# the axes of the old layout, per axis of the new one (a leading stacked L axis kept in front).
+KERNELS = 2
+_OLD_KERNEL_AXES = {
+    ("attn", "qkv"): (1, 2, 3, 0),  # (D, 3, N, H) -> (3, N, H, D)
+    ("attn", "out"): (2, 0, 1),  # (N, H, D) -> (D, N, H)
+    ("mlp", "up"): (1, 0),  # (D, F) -> (F, D)
+    ("mlp", "down"): (1, 0),  # (F, D) -> (D, F)
+    ("cross_attn", "q"): (1, 2, 0),  # (D, N, H) -> (N, H, D)
+    ("cross_attn", "kv"): (1, 2, 3, 0),  # (D, 2, N, H) -> (2, N, H, D)
+    ("cross_attn", "out"): (2, 0, 1),  # (N, H, D) -> (D, N, H)
+}
+
+
+def _old_kernel_axes(path, ndim: int) -> tuple[int, ...] | None:
+    """For a decoder projection kernel (any tree holding ``decoder/.../layers[_i]/attn/qkv`` and the like, optimizer
+    states too), the transpose taking its pre-``KERNELS`` layout to today's; None for every other leaf."""
+    names = [str(getattr(entry, "key", entry)) for entry in path]
+    if "decoder" not in names or len(names) < 3 or not names[-3].startswith("layers"):
+        return None
+    axes = _OLD_KERNEL_AXES.get(tuple(names[-2:]))
+    if axes is None:
+        return None
+    lead = ndim - len(axes)
+    return (*range(lead), *(lead + a for a in axes))
+
+
+def _restore_old_kernels(path: str, abstract, dtype, shardings, host: bool):
+    """A checkpoint written before ``KERNELS`` (the decoder's kernels ``(in, out)``): read in its own layout on the
+    host, each kernel transposed to today's (one copy, made once at load; saving again writes today's layout), then
+    placed as :func:`restore` would."""
+    inverse = {}
+
+    def old_struct(p, want):
+        axes = _old_kernel_axes(p, len(want.shape))
+        if axes is None:
+            return want
+        inverse[jax.tree_util.keystr(p)] = tuple(int(i) for i in np.argsort(axes))
+        old_shape = tuple(want.shape[i] for i in np.argsort(axes))
+        return jax.ShapeDtypeStruct(old_shape, want.dtype)
+
+    old_abstract = jax.tree_util.tree_map_with_path(old_struct, abstract)
+    old = _read(path, old_abstract, dtype, None, host=True)
+    views = {}
+    for p, leaf in jax.tree_util.tree_leaves_with_path(old):
+        key = jax.tree_util.keystr(p)
+        views[key] = np.ascontiguousarray(np.transpose(leaf, np.argsort(inverse[key]))) if key in inverse else leaf
+    return _place(views, abstract, None, shardings, host)
 
 
 # zarr v2 dtype strings of the arrays orbax writes -> numpy dtypes (little-endian only: what every host here is).

@@ -5,11 +5,11 @@ Einsum letters: the package legend (``musicgen_jax/__init__.py``).
 Layout of the parameter tree (what ``convert/decoder.py`` writes):
   embed            (K, V+1, D)   one embedding table per codebook; row V is the BOS/pad token
   layers/attn_norm {scale, bias} (L, D)
-  layers/attn/qkv  (L, D, 3, N, H)  fused query/key/value projections (bias-free)
-  layers/attn/out  (L, N, H, D)
+  layers/attn/qkv  (L, 3, N, H, D)  fused query/key/value projections (bias-free)
+  layers/attn/out  (L, D, N, H)
   layers/mlp_norm  {scale, bias} (L, D)
-  layers/mlp/up    (L, D, F)
-  layers/mlp/down  (L, F, D)
+  layers/mlp/up    (L, F, D)
+  layers/mlp/down  (L, D, F)
   final_norm       {scale, bias} (D,)
   lm_heads         (K, D, V)
 
@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from musicgen_jax.config import DecoderConfig
-from musicgen_jax.layers import activation, declared, dot_general, einsum, layer_norm, matmul
+from musicgen_jax.layers import activation, declared, dot_general, einsum, layer_norm, linear
 
 
 class Conditions(NamedTuple):
@@ -165,15 +165,15 @@ class Attention(nn.Module):
         Returns ``(y_BTD, cache)``.
 
         Layouts are chosen so that no weight or cache buffer is transposed on the way into a matmul (XLA would
-        otherwise copy it on every decode step): the QKV output keeps the kernel's (G, N, H) order, the cache is
-        head-major (the attention matmuls batch over B, N), and the output projection reads ``out`` as the
-        ``(N * H, D)`` matrix it already is in memory."""
+        otherwise copy it on every decode step): the kernels are stored ``(out, in)`` as PyTorch's and read by
+        :func:`~musicgen_jax.layers.linear` as the matrices they are in memory, the QKV output keeps the kernel's
+        (G, N, H) order, and the cache is head-major (the attention matmuls batch over B, N)."""
         cfg = self.config
         D, N, H = cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim
-        qkv = self.param("qkv", declared, (D, 3, N, H))
-        out = self.param("out", declared, (N, H, D))
+        qkv = self.param("qkv", declared, (3, N, H, D))
+        out = self.param("out", declared, (D, N, H))
         prec = cfg.matmul_precision
-        qkv_BTGNH = einsum("BTD,DGNH->BTGNH", x_BTD, qkv, matmul_precision=prec)
+        qkv_BTGNH = linear(x_BTD, qkv, 3, matmul_precision=prec)
         qkv_GBNTH = qkv_BTGNH.transpose(2, 0, 3, 1, 4)  # activations only: tiny
         q_BNTH, k_BNTH, v_BNTH = qkv_GBNTH[0], qkv_GBNTH[1], qkv_GBNTH[2]
         if cache is not None and layer is None:
@@ -197,9 +197,7 @@ class Attention(nn.Module):
         probs_BNTS = jax.nn.softmax(scores_BNTS, axis=-1).astype(x_BTD.dtype)
         probs_BNTS = nn.Dropout(cfg.attention_dropout)(probs_BNTS, deterministic=self.deterministic)
         attn_BNTH = einsum("BNTS,BNSH->BNTH", probs_BNTS, v_BNSH, matmul_precision=prec)
-        B, T = x_BTD.shape[:2]
-        attn = attn_BNTH.transpose(0, 2, 1, 3).reshape(B, T, N * H)  # (B, T, N*H)
-        return matmul(attn, out.reshape(N * H, D), matmul_precision=prec), cache
+        return linear(attn_BNTH.transpose(0, 2, 1, 3), out, 1, matmul_precision=prec), cache
 
 
 class CrossAttention(nn.Module):
@@ -217,26 +215,23 @@ class CrossAttention(nn.Module):
         cfg = self.config
         D, N, H = cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim
         prec = cfg.matmul_precision
-        q = self.param("q", declared, (D, N, H))
-        kv_proj = self.param("kv", declared, (D, 2, N, H))
-        out = self.param("out", declared, (N, H, D))
+        q = self.param("q", declared, (N, H, D))
+        kv_proj = self.param("kv", declared, (2, N, H, D))
+        out = self.param("out", declared, (D, N, H))
         if kv is None:
-            kv_GBNWH = einsum("BWD,DGNH->GBNWH", encoder_BWD.astype(x_BTD.dtype), kv_proj, matmul_precision=prec)
+            kv_BWGNH = linear(encoder_BWD.astype(x_BTD.dtype), kv_proj, 3, matmul_precision=prec)
+            kv_GBNWH = kv_BWGNH.transpose(2, 0, 3, 1, 4)
             kv = (kv_GBNWH[0], kv_GBNWH[1])
         k_BNWH, v_BNWH = kv
-        B, T = x_BTD.shape[:2]
-        # The query and output projections read their kernels as the (D, N*H) / (N*H, D) matrices they are in
-        # memory, activations on the left: written as "BTD,DNH->BNTH" XLA:CPU copied each kernel on every decode
-        # step (benchmarks/NOTES.md). Only the tiny activations are transposed.
-        q_BTNH = matmul(x_BTD, q.reshape(D, N * H), matmul_precision=prec).reshape(B, T, N, H)
-        q_BNTH = q_BTNH.transpose(0, 2, 1, 3)
+        # The kernels are read as the (N*H, D) / (D, N*H) matrices they are in memory (layers.linear); only the
+        # tiny activations are transposed.
+        q_BNTH = linear(x_BTD, q, 2, matmul_precision=prec).transpose(0, 2, 1, 3)
         scores_BNTW = einsum("BNTH,BNWH->BNTW", q_BNTH, k_BNWH, matmul_precision=prec, out_dtype=jnp.float32)
         scores_BNTW = jnp.where(mask_BW[:, None, None, :], scores_BNTW * (H**-0.5), jnp.finfo(jnp.float32).min)
         probs_BNTW = jax.nn.softmax(scores_BNTW, axis=-1).astype(x_BTD.dtype)
         probs_BNTW = nn.Dropout(cfg.attention_dropout)(probs_BNTW, deterministic=self.deterministic)
         attn_BNTH = einsum("BNTW,BNWH->BNTH", probs_BNTW, v_BNWH, matmul_precision=prec)
-        attn = attn_BNTH.transpose(0, 2, 1, 3).reshape(B, T, N * H)  # (B, T, N*H)
-        return matmul(attn, out.reshape(N * H, D), matmul_precision=prec), kv
+        return linear(attn_BNTH.transpose(0, 2, 1, 3), out, 1, matmul_precision=prec), kv
 
 
 class MLP(nn.Module):
@@ -246,12 +241,12 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x_BTD):
         cfg = self.config
-        up = self.param("up", declared, (cfg.hidden_size, cfg.ffn_dim))
-        down = self.param("down", declared, (cfg.ffn_dim, cfg.hidden_size))
+        up = self.param("up", declared, (cfg.ffn_dim, cfg.hidden_size))
+        down = self.param("down", declared, (cfg.hidden_size, cfg.ffn_dim))
         prec = cfg.matmul_precision
-        h_BTF = activation(cfg.activation_function)(einsum("BTD,DF->BTF", x_BTD, up, matmul_precision=prec))
+        h_BTF = activation(cfg.activation_function)(linear(x_BTD, up, 1, matmul_precision=prec))
         h_BTF = nn.Dropout(cfg.activation_dropout)(h_BTF, deterministic=self.deterministic)
-        return einsum("BTF,FD->BTD", h_BTF, down, matmul_precision=prec)
+        return linear(h_BTF, down, 1, matmul_precision=prec)
 
 
 class DecoderLayer(nn.Module):

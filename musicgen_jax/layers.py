@@ -80,6 +80,34 @@ def dot_general(x, y, dimension_numbers, *, matmul_precision: str | None = None,
     return out.astype(out_dtype or x.dtype)
 
 
+# Rows up to which :func:`linear` puts the kernel on the left (``W @ x.T``): XLA:CPU streams an ``(out, in)`` kernel
+# against a few rows at up to 1.9x the speed of ``x @ W`` over an ``(in, out)`` kernel (the decode step's 2-32
+# rows), while for the prefill's hundreds of rows ``x @ W.T`` is the faster of the two (benchmarks/NOTES.md #20).
+LEFT_KERNEL_ROWS = 64
+
+
+def linear(x, kernel, n_out: int = 1, *, matmul_precision: str | None = None, out_dtype=None):
+    """``x (..., *in_dims)`` through a kernel stored as PyTorch's ``nn.Linear`` stores it, ``(*out_dims, *in_dims)``
+    (the first ``n_out`` axes are the output features): ``(..., *out_dims)``, under the precision policy (as
+    :func:`einsum`). Few rows (the decode step) run as ``W @ x.T``, many (the prefill, training) as ``x @ W.T``; both
+    are one matmul over the kernel as it lies in memory, so XLA copies no weights."""
+    out_dims, in_dims = kernel.shape[:n_out], kernel.shape[n_out:]
+    lead = x.shape[: x.ndim - len(in_dims)]
+    rows = math.prod(lead)
+    x_RI = x.reshape(rows, math.prod(in_dims))
+    w_OI = kernel.reshape(math.prod(out_dims), x_RI.shape[1])
+    precision, acc = precision_policy(x.dtype, matmul_precision)
+    w_OI = w_OI.astype(x.dtype)
+    contract = (((1,), (1,)), ((), ()))
+    if rows <= LEFT_KERNEL_ROWS:
+        y_OR = jax.lax.dot_general(w_OI, x_RI, contract, precision=(precision, precision), preferred_element_type=acc)
+        # The barrier keeps XLA from folding the transpose into the dot, which would make it ``x @ W.T`` again.
+        y_RO = jax.lax.optimization_barrier(y_OR).T
+    else:
+        y_RO = jax.lax.dot_general(x_RI, w_OI, contract, precision=(precision, precision), preferred_element_type=acc)
+    return y_RO.reshape(*lead, *out_dims).astype(out_dtype or x.dtype)
+
+
 _ACTIVATIONS = {
     "gelu": gelu_exact,
     "gelu_new": gelu_tanh,

@@ -38,26 +38,27 @@ MARKER = "lora.json"
 
 class Target(NamedTuple):
     """Where a target's matrix lives in a decoder layer: the kernel's path, the fused-slot ``(axis, index)`` it
-    takes (None for a whole kernel), and how many leading kernel axes are input features."""
+    takes (None for a whole kernel), and how many leading kernel axes (after the slot's is removed) are output
+    features (the decoder stores its kernels ``(out, in)``, as PyTorch)."""
 
     path: tuple[str, ...]
     slot: tuple[int, int] | None
-    n_in: int
+    n_out: int
 
 
 # Every target, declared once (the kernel layouts are musicgen_jax/decoder.py's, without the leading L axis).
 TARGETS: dict[str, Target] = {
-    "q": Target(("attn", "qkv"), (1, 0), 1),  # (D, 3, N, H)
-    "k": Target(("attn", "qkv"), (1, 1), 1),
-    "v": Target(("attn", "qkv"), (1, 2), 1),
-    "out": Target(("attn", "out"), None, 2),  # (N, H, D)
-    "up": Target(("mlp", "up"), None, 1),  # (D, F)
-    "down": Target(("mlp", "down"), None, 1),  # (F, D)
+    "q": Target(("attn", "qkv"), (0, 0), 2),  # (3, N, H, D)
+    "k": Target(("attn", "qkv"), (0, 1), 2),
+    "v": Target(("attn", "qkv"), (0, 2), 2),
+    "out": Target(("attn", "out"), None, 1),  # (D, N, H)
+    "up": Target(("mlp", "up"), None, 1),  # (F, D)
+    "down": Target(("mlp", "down"), None, 1),  # (D, F)
     # plain MusicGen's cross-attention to the text states
-    "cross_q": Target(("cross_attn", "q"), None, 1),  # (D, N, H)
-    "cross_k": Target(("cross_attn", "kv"), (1, 0), 1),  # (D, 2, N, H)
-    "cross_v": Target(("cross_attn", "kv"), (1, 1), 1),
-    "cross_out": Target(("cross_attn", "out"), None, 2),  # (N, H, D)
+    "cross_q": Target(("cross_attn", "q"), None, 2),  # (N, H, D)
+    "cross_k": Target(("cross_attn", "kv"), (0, 0), 2),  # (2, N, H, D)
+    "cross_v": Target(("cross_attn", "kv"), (0, 1), 2),
+    "cross_out": Target(("cross_attn", "out"), None, 1),  # (D, N, H)
 }
 DEFAULT_TARGETS = ("q", "k", "v", "out", "up", "down")
 
@@ -114,7 +115,7 @@ def _piece_shape(target: Target, kernel_shape: tuple[int, ...]) -> tuple[tuple[i
     shape = list(kernel_shape)
     if target.slot is not None:
         del shape[target.slot[0]]
-    return tuple(shape[: target.n_in]), tuple(shape[target.n_in :])
+    return tuple(shape[target.n_out :]), tuple(shape[: target.n_out])
 
 
 def _layers(decoder_params: Mapping) -> tuple[bool, int]:
@@ -167,7 +168,7 @@ def _add(kernel, target: Target, delta_IO, stacked: bool):
     want = (int(np.prod(in_dims)), int(np.prod(out_dims)))
     if tuple(delta_IO.shape[-2:]) != want:
         raise LoraError(f"LoRA adapter {'/'.join(target.path)}: a @ b is {tuple(delta_IO.shape[-2:])}, expected {want}")
-    piece = delta_IO.reshape(*kernel.shape[:lead], *in_dims, *out_dims)
+    piece = jnp.swapaxes(delta_IO, -1, -2).reshape(*kernel.shape[:lead], *out_dims, *in_dims)  # (out, in) kernels
     kernel32 = kernel.astype(jnp.float32)
     if target.slot is None:
         merged = kernel32 + piece

@@ -26,6 +26,19 @@ from musicgen_jax.config import MusicgenConfig, MusicgenMelodyConfig
 # The logical axes of every parameter, by path below its top-level part (a regular expression on "a/b/c") and rank.
 # Leaves of any tree are matched by the part of their path that starts at a top-level part name, so optimizer
 # states (mu/nu/acc_grads/... over the same tree) shard like the parameters they follow.
+# The decoder stores its kernels (out, in), as PyTorch does (its decode step reads them fastest so, NOTES #20); T5
+# keeps (in, out).
+_DECODER_STACKED_MATMULS = (
+    (r"layers/attn/qkv", ("layers", None, "heads", "head_dim", "embed")),
+    (r"layers/attn/out", ("layers", "embed", "heads", "head_dim")),
+    (r"layers/mlp/up", ("layers", "ffn", "embed")),
+    (r"layers/mlp/down", ("layers", "embed", "ffn")),
+    (r"layers/(attn|mlp|cross)_norm/(scale|bias)", ("layers", "norm")),
+    # plain MusicGen's cross-attention to the text states
+    (r"layers/cross_attn/q", ("layers", "heads", "head_dim", "embed")),
+    (r"layers/cross_attn/kv", ("layers", None, "heads", "head_dim", "embed")),
+    (r"layers/cross_attn/out", ("layers", "embed", "heads", "head_dim")),
+)
 _STACKED_MATMULS = (
     (r"layers/attn/qkv", ("layers", "embed", None, "heads", "head_dim")),
     (r"layers/attn/out", ("layers", "heads", "head_dim", "embed")),
@@ -37,15 +50,22 @@ _STACKED_MATMULS = (
     (r"layers/cross_attn/kv", ("layers", "embed", None, "heads", "head_dim")),
     (r"layers/cross_attn/out", ("layers", "heads", "head_dim", "embed")),
 )
+
+
 # The unrolled layout of the decoder and T5 (``layers_0`` ...; see ``musicgen_jax.decoder``): the same axes without
 # "layers".
-_UNROLLED_MATMULS = tuple((path.replace("layers/", r"layers_\d+/", 1), axes[1:]) for path, axes in _STACKED_MATMULS)
+def _unrolled(stacked):
+    return tuple((path.replace("layers/", r"layers_\d+/", 1), axes[1:]) for path, axes in stacked)
+
+
+_UNROLLED_MATMULS = _unrolled(_STACKED_MATMULS)
+_DECODER_UNROLLED_MATMULS = _unrolled(_DECODER_STACKED_MATMULS)
 PARAM_AXES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
     (r"decoder/embed", ("codebooks", "vocab", "embed")),  # (K, V+1, D)
     (r"decoder/lm_heads", ("codebooks", "embed", "vocab")),  # (K, D, V)
     (r"decoder/final_norm/(scale|bias)", ("norm",)),
-    *((rf"decoder/{path}", axes) for path, axes in _STACKED_MATMULS),
-    *((rf"decoder/{path}", axes) for path, axes in _UNROLLED_MATMULS),
+    *((rf"decoder/{path}", axes) for path, axes in _DECODER_STACKED_MATMULS),
+    *((rf"decoder/{path}", axes) for path, axes in _DECODER_UNROLLED_MATMULS),
     (r"text_encoder/embed", ("vocab", "embed")),  # (V_text, E)
     (r"text_encoder/rel_bias", (None, None)),  # (U, N): tiny
     (r"text_encoder/final_norm/scale", ("norm",)),
@@ -104,7 +124,8 @@ def _fill(names: tuple[str, ...], shape: tuple[int, ...], rng: np.random.Generat
     """A random float32 value for the leaf at path ``names`` (its last name says what it is).
 
     Norm scales and weight-norm gains 1 (``g * v / ||v||`` is then a unit-norm filter, a fan-in scale), biases 0,
-    embeddings / codebooks / T5's relative bias N(0, 1), kernels N(0, 1 / fan_in).
+    embeddings / codebooks / T5's relative bias N(0, 1), kernels N(0, 1 / fan_in) (the decoder's are stored
+    ``(out, in)``, the others ``(in, out)``).
     """
     name = names[-1]
     fan_in = {
@@ -127,6 +148,9 @@ def _fill(names: tuple[str, ...], shape: tuple[int, ...], rng: np.random.Generat
         return np.zeros(shape, np.float32)
     if name in ("embed", "codebooks", "rel_bias"):
         return rng.standard_normal(shape, np.float32)
+    if names[0] == "decoder" and name in ("qkv", "kv", "q", "out", "up", "down"):  # (out, in): the last axes in
+        n_in = 2 if name == "out" else 1  # (..., D, N, H)
+        return rng.standard_normal(shape, np.float32) * np.float32(math.prod(shape[-n_in:]) ** -0.5)
     if name in fan_in:
         return rng.standard_normal(shape, np.float32) * np.float32(fan_in[name](shape) ** -0.5)
     raise ValueError(f"no random init rule for parameter {'/'.join(names)} {shape}")

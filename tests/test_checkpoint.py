@@ -202,7 +202,8 @@ def test_a_foreign_marker_is_never_replaced(tmp_path, capsys):
 
 
 def test_a_version_1_checkpoint_loads_and_is_replaced_without_touching_its_json(tmp_path):
-    """Directories written before the pointer layout (params/ and json at the top) load as before; a new save
+    """Directories written before the pointer layout (params/ and json at the top), and before the decoder stored
+    its kernels (out, in) (theirs are (in, out)), load as before, kernels turned to today's layout; a new save
     switches them to the pointer layout, removes only the old params/ and leaves the json files alone."""
     import orbax.checkpoint as ocp
 
@@ -210,17 +211,30 @@ def test_a_version_1_checkpoint_loads_and_is_replaced_without_touching_its_json(
     dst.mkdir()
     config = tiny_config()
     params = random_params(config, 0)
+    layers = params["decoder"]["layers"]
+    old_layers = {  # the (in, out) kernels musicgen-jax 0.1 wrote, from today's (L, ...) kernels
+        **layers,
+        "attn": {
+            "qkv": layers["attn"]["qkv"].transpose(0, 4, 1, 2, 3),
+            "out": layers["attn"]["out"].transpose(0, 2, 3, 1),
+        },
+        "mlp": {"up": layers["mlp"]["up"].transpose(0, 2, 1), "down": layers["mlp"]["down"].transpose(0, 2, 1)},
+    }
     checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(dst / "params", {**params, "decoder": params["decoder"]})
+    checkpointer.save(dst / "params", {**params, "decoder": {**params["decoder"], "layers": old_layers}})
     checkpointer.wait_until_finished()
     (dst / "config.json").write_text(json.dumps(config.to_hf()))
     (dst / checkpoint.MARKER).write_text(json.dumps({"format": "musicgen-jax", "version": 1, "dtype": ["float32"]}))
     model = MusicgenMelodyForConditionalGeneration.from_pretrained(dst, scan_layers=True)
     np.testing.assert_array_equal(np.asarray(model.params["decoder"]["embed"]), params["decoder"]["embed"])
+    for part, name in (("attn", "qkv"), ("attn", "out"), ("mlp", "up"), ("mlp", "down")):
+        got = np.asarray(model.params["decoder"]["layers"][part][name])
+        np.testing.assert_array_equal(got, layers[part][name], err_msg=name)
     model.save_pretrained(dst)
     assert not (dst / "params").exists() and (dst / "config.json").exists()
     again = MusicgenMelodyForConditionalGeneration.from_pretrained(dst, scan_layers=True)
     np.testing.assert_array_equal(np.asarray(again.params["decoder"]["embed"]), params["decoder"]["embed"])
+    np.testing.assert_array_equal(np.asarray(again.params["decoder"]["layers"]["attn"]["qkv"]), layers["attn"]["qkv"])
 
 
 def _abstract_of(tree):
@@ -308,7 +322,9 @@ def _corrupt_cases(noise, root):
     cases["pointer to nothing"] = (dangling, "bad 'current' entry")
     # The version-1 layout has no list of file sizes: the truncation reaches orbax/tensorstore itself.
     legacy = _copy(checkpoint.resolve(noise), root / "legacy")
-    (legacy / checkpoint.MARKER).write_text(json.dumps({"format": "musicgen-jax", "version": 1, "dtype": ["float32"]}))
+    # (its arrays are today's, so the marker says so: "kernels" 2, the decoder's (out, in) kernels)
+    marker = {"format": "musicgen-jax", "version": 1, "kernels": checkpoint.KERNELS, "dtype": ["float32"]}
+    (legacy / checkpoint.MARKER).write_text(json.dumps(marker))
     data = _largest_data_file(legacy)
     os.truncate(data, os.path.getsize(data) // 2)
     cases["truncated data file, version-1 layout"] = (legacy, "cannot read the parameters")

@@ -49,8 +49,8 @@ def test_decoder_layout(tiny):
     _, params = convert_checkpoint(path, parts=("decoder",))
     dec = hf.decoder.model.decoder
     q = dec.layers[1].self_attn.q_proj.weight.detach().numpy()  # (N*H, D)
-    got = params["decoder"]["layers"]["attn"]["qkv"][1, :, 0]  # (D, N, H)
-    np.testing.assert_array_equal(got.reshape(got.shape[0], -1), q.T)
+    got = params["decoder"]["layers"]["attn"]["qkv"][1, 0]  # (N, H, D): torch's (out, in) order, reshaped
+    np.testing.assert_array_equal(got.reshape(-1, got.shape[-1]), q)
     np.testing.assert_array_equal(params["decoder"]["embed"][2], dec.embed_tokens[2].weight.detach().numpy())
     assert params["text_proj"]["kernel"].shape == (16, 12)  # T5 width 16 -> decoder width 12
     assert "chroma_proj" not in params  # num_chroma == hidden_size == 12: HF creates no projection either
@@ -70,7 +70,7 @@ def test_layer_layouts_hold_the_same_weights(tiny, tmp_path):
         f"layers_{i}" for i in range(len(layers))
     ]
     fc1 = layers[1].fc1.weight.detach().numpy()  # (F, D)
-    np.testing.assert_array_equal(np.asarray(unrolled.params["decoder"]["layers_1"]["mlp"]["up"]), fc1.T)
+    np.testing.assert_array_equal(np.asarray(unrolled.params["decoder"]["layers_1"]["mlp"]["up"]), fc1)  # (out, in)
     assert not is_scanned(unrolled.params["text_encoder"]) and is_scanned(scanned.params["text_encoder"])  # T5 too
     want = _leaves(scanned.params)
     restacked = {**unrolled.params, **{p: stack_layers(unrolled.params[p]) for p in ("decoder", "text_encoder")}}

@@ -131,7 +131,7 @@ def test_two_processes_one_mesh_equal_one_device(reference, kind):
     for r in results:
         assert np.array_equal(np.asarray(r["codes"]), ref_codes), f"process {r['process']}: codes differ"
         assert abs(r["loss"] - ref_loss) <= 1e-5, (r["loss"], ref_loss)
-        assert r["qkv_spec"] == "P(None, None, 'model')"  # heads split over the model axis (within a host)
+        assert r["qkv_spec"] == "P(None, 'model')"  # (3, N, H, D): heads split over the model axis (within a host)
     print(
         f"\n[multihost] {kind}, 2 processes x 2 devices: greedy codes identical to one device on both; train loss "
         f"diff {max(abs(r['loss'] - ref_loss) for r in results):.1e}"

@@ -192,7 +192,7 @@ def test_the_converter_is_strict_for_the_plain_family(models, tmp_path):
     config, params = convert_checkpoint(path)
     assert isinstance(config, MusicgenConfig)
     layer = params["decoder"]["layers"]
-    assert layer["cross_attn"]["kv"].shape == (2, 20, 2, 4, 5) and layer["cross_attn"]["q"].shape == (2, 20, 4, 5)
+    assert layer["cross_attn"]["kv"].shape == (2, 2, 4, 5, 20) and layer["cross_attn"]["q"].shape == (2, 4, 5, 20)
     assert params["text_proj"]["kernel"].shape == (16, 20)
     tensors = load_file(f"{path}/model.safetensors")
     broken = tmp_path / "broken"

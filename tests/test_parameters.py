@@ -50,4 +50,4 @@ def test_every_parameter_has_logical_axes_and_an_initialiser(name, layout):
 
 def test_sharding_reads_the_same_declarations():
     assert sharding.logical_axes is parameters.logical_axes
-    assert parameters.logical_axes("decoder/layers_3/mlp/up", 2) == ("embed", "ffn")
+    assert parameters.logical_axes("decoder/layers_3/mlp/up", 2) == ("ffn", "embed")  # (out, in)

@@ -344,12 +344,13 @@ def results():
     return found
 
 
-# The expected per-device shard shapes of the decoder's big matrices on each mesh (L=2, D=32, N=8, H=4, F=64,
-# K=4, V=32): heads, ffn and vocab split over "model"; the (V + 1)-row embedding is replicated (33 is odd).
+# The expected per-device shard shapes of the decoder's big matrices, stored (out, in), on each mesh (L=2, D=32,
+# N=8, H=4, F=64, K=4, V=32): heads, ffn and vocab split over "model"; the (V + 1)-row embedding is replicated (33
+# is odd).
 EXPECTED_SHARDS = {
-    "dp8": {"qkv": [2, 32, 3, 8, 4], "up": [2, 32, 64], "down": [2, 64, 32], "lm_heads": [4, 32, 32]},
-    "dp2xtp4": {"qkv": [2, 32, 3, 2, 4], "up": [2, 32, 16], "down": [2, 16, 32], "lm_heads": [4, 32, 8]},
-    "tp8": {"qkv": [2, 32, 3, 1, 4], "up": [2, 32, 8], "down": [2, 8, 32], "lm_heads": [4, 32, 4]},
+    "dp8": {"qkv": [2, 3, 8, 4, 32], "up": [2, 64, 32], "down": [2, 32, 64], "lm_heads": [4, 32, 32]},
+    "dp2xtp4": {"qkv": [2, 3, 2, 4, 32], "up": [2, 16, 32], "down": [2, 32, 16], "lm_heads": [4, 32, 8]},
+    "tp8": {"qkv": [2, 3, 1, 4, 32], "up": [2, 8, 32], "down": [2, 32, 8], "lm_heads": [4, 32, 4]},
 }
 
 
@@ -360,10 +361,10 @@ def test_tensor_parallel_splits_the_big_matrices(results, mesh):
         assert found[name]["shard"] == shard, (mesh, name, found[name])
         assert found[name]["devices"] == 8
     split = MESHES[mesh][1] > 1  # a model axis of one device splits nothing: specs stay replicated
-    assert found["qkv"]["spec"] == ("P(None, None, None, 'model')" if split else "P()")
-    assert found["out"]["spec"] == ("P(None, 'model')" if split else "P()")
-    assert found["up"]["spec"] == ("P(None, None, 'model')" if split else "P()")
-    assert found["down"]["spec"] == ("P(None, 'model')" if split else "P()")
+    assert found["qkv"]["spec"] == ("P(None, None, 'model')" if split else "P()")  # (L, 3, N, H, D)
+    assert found["out"]["spec"] == ("P(None, None, 'model')" if split else "P()")  # (L, D, N, H)
+    assert found["up"]["spec"] == ("P(None, 'model')" if split else "P()")  # (L, F, D)
+    assert found["down"]["spec"] == ("P(None, None, 'model')" if split else "P()")  # (L, D, F)
     assert found["lm_heads"]["spec"] == ("P(None, None, 'model')" if split else "P()")
     assert found["embed"]["spec"] == "P()"  # 33 rows divide no model axis > 1: replicated
     assert found["codec_conv"]["spec"] == "P()"
@@ -404,12 +405,12 @@ def test_generate_with_sharded_params(results):
 
 
 def test_checkpoint_restores_into_shardings(results):
-    assert results["restore_spec"] == "P(None, None, 'model')"
+    assert results["restore_spec"] == "P(None, 'model')"  # (L, F, D)
     assert results["restore_diff"] == 0.0
 
 
 def test_from_pretrained_with_a_mesh(results):
-    assert results["from_pretrained_spec"] == "P(None, 'model')"  # unrolled (default): (D, F) per layer
+    assert results["from_pretrained_spec"] == "P('model',)"  # unrolled (default): (F, D) per layer
     assert results["from_pretrained_diff"] == 0.0
 
 
@@ -428,10 +429,10 @@ def test_generate_forward_and_train_step_on_any_mesh(results):
     assert {"jax.make_mesh", "Mesh(Auto)", "sharding.make_mesh", "jax.make_mesh(dp,", "from_pretrained"} <= kinds
     assert {"jax.make_mesh 8x1 set_mesh", "jax.make_mesh 1x8 set_mesh", "jax.make_mesh 2x4 set_mesh"} <= set(found)
     # the user's own axis names, through rules, split the same tensors as ours
-    assert found["jax.make_mesh(dp, tp) 2x4 bare"]["qkv_spec"] == "P(None, None, None, 'tp')"
-    assert found["jax.make_mesh 2x4 set_mesh"]["qkv_spec"] == "P(None, None, None, 'model')"
-    assert found["from_pretrained jax.make_mesh 2x4"]["qkv_spec"] == "P(None, None, 'model')"
-    assert found["plain MusicGen jax.make_mesh 2x4 set_mesh"]["qkv_spec"] == "P(None, None, None, 'model')"  # kv heads
+    assert found["jax.make_mesh(dp, tp) 2x4 bare"]["qkv_spec"] == "P(None, None, 'tp')"  # (L, 3, N, H, D)
+    assert found["jax.make_mesh 2x4 set_mesh"]["qkv_spec"] == "P(None, None, 'model')"
+    assert found["from_pretrained jax.make_mesh 2x4"]["qkv_spec"] == "P(None, 'model')"  # unrolled (3, N, H, D)
+    assert found["plain MusicGen jax.make_mesh 2x4 set_mesh"]["qkv_spec"] == "P(None, None, 'model')"  # kv heads
     # a mesh whose axes no rule names is refused before loading, naming the axis and the way out
     assert "mesh axis 'x' (2 devices) is used by no sharding rule" in errors and "rules_for" in errors, errors
 
@@ -458,7 +459,8 @@ def test_rules_and_axis_types():
 def test_logical_axes_table():
     from musicgen_jax import sharding
 
-    assert sharding.logical_axes("decoder/layers/attn/qkv", 5) == ("layers", "embed", None, "heads", "head_dim")
+    assert sharding.logical_axes("decoder/layers/attn/qkv", 5) == ("layers", None, "heads", "head_dim", "embed")
+    assert sharding.logical_axes("text_encoder/layers/attn/qkv", 5) == ("layers", "embed", None, "heads", "head_dim")
     assert sharding.logical_axes("1/0/mu/decoder/lm_heads", 3) == ("codebooks", "embed", "vocab")
     assert sharding.logical_axes("text_encoder/layers/mlp/gate", 3) == ("layers", "embed", "ffn")
     assert sharding.logical_axes("audio_encoder/quantizer/codebooks", 3) == (None, None, None)

@@ -105,10 +105,11 @@ def time_sampling_head(logits, num_codebooks: int, n: int) -> list[float]:
 
 
 def time_layer_gemvs(model, rows: int, n: int, one_device: bool = False) -> tuple[list[float], int]:
-    """Seconds of ``n`` rounds of plain GEMVs ``x (rows, D) @ W`` over every layer matrix a step reads (QKV, out, up,
-    down; plain MusicGen also the cross-attention's query and out, not its key/value projection, which only the
-    prefill runs), each its own buffer in its natural layout, placed as the model's parameters are (over its devices
-    when it has several) or, with ``one_device``, on JAX's first device; and the bytes of those matrices."""
+    """Seconds of ``n`` rounds of plain GEMVs ``W (out, in) @ x.T (in, rows)`` (the form and the layout the step's
+    few-row products use, ``musicgen_jax.layers.linear``) over every layer matrix a step reads (QKV, out, up, down;
+    plain MusicGen also the cross-attention's query and out, not its key/value projection, which only the prefill
+    runs), each its own buffer, placed as the model's parameters are (over its devices when it has several) or, with
+    ``one_device``, on JAX's first device; and the bytes of those matrices."""
     import jax
     import jax.numpy as jnp
 
@@ -124,11 +125,12 @@ def time_layer_gemvs(model, rows: int, n: int, one_device: bool = False) -> tupl
             step_mats[2:2] = [layer["cross_attn"]["q"], layer["cross_attn"]["out"]]
         for w in step_mats:
             w = jax.device_put(np.asarray(w), jax.devices()[0]) if one_device else w
+            # (out, in) kernels: qkv (3, N, H, D), up (F, D), cross q (N, H, D) read D; out (D, N, H), down (D, F)
             mats.append(jnp.array(w).reshape(D, -1) if w.shape[0] == D else jnp.array(w).reshape(-1, D))
-    x = jnp.ones((rows, max(m.shape[0] for m in mats)), mats[0].dtype)
+    x = jnp.ones((rows, max(m.shape[1] for m in mats)), mats[0].dtype)
     if one_device:
         x = jax.device_put(x, jax.devices()[0])
-    gemvs = jax.jit(lambda x, mats: sum(jnp.sum(x[:, : w.shape[0]] @ w) for w in mats))
+    gemvs = jax.jit(lambda x, mats: sum(jnp.sum(w @ x[:, : w.shape[1]].T) for w in mats))
     time_call(gemvs, x, mats)  # compile
     times = [time_call(gemvs, x, mats) for _ in range(n)]
     return times, sum(m.nbytes for m in mats)
