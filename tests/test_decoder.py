@@ -161,3 +161,25 @@ def test_unrolled_layers_traced_once_match_the_submodules():
     np.testing.assert_array_equal(np.asarray(got_logits), np.asarray(want_logits))
     for got, want in zip(jax.tree_util.tree_leaves(got_cache), jax.tree_util.tree_leaves(want_cache), strict=True):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+@pytest.mark.parametrize("rows", [2, 130])
+def test_linear_keeps_the_kernel_first_for_few_rows(rows):
+    """The decode step's few-row products must stay ``W (out, in) @ x.T``, the form XLA:CPU streams at 1.6-1.9x the
+    speed of ``x @ W`` (benchmarks/NOTES.md #20): the compiled dot's result is ``(out, rows)``, which only the barrier
+    keeps XLA from folding back into ``x @ W.T``; many rows (the prefill) run ``x @ W.T``, a ``(rows, out)`` dot. Both
+    equal numpy's product."""
+    import re
+
+    from musicgen_jax import layers
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((rows, 16), np.float32)
+    w = rng.standard_normal((3, 8, 16), np.float32)  # (out dims 3 x 8, in 16)
+    fn = jax.jit(lambda x, w: jnp.tanh(layers.linear(x, w, 2)))
+    hlo = fn.lower(x, w).compile().as_text()
+    dots = re.findall(r"= f32\[(\d+),(\d+)\]\{[0-9,]*\} dot\(", hlo)
+    assert dots, hlo
+    want = ("24", str(rows)) if rows <= layers.LEFT_KERNEL_ROWS else (str(rows), "24")
+    assert dots == [want], (rows, dots)
+    np.testing.assert_allclose(np.asarray(fn(x, w)), np.tanh(x @ w.reshape(24, 16).T).reshape(rows, 3, 8), atol=1e-5)
