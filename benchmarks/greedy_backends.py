@@ -26,6 +26,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks.bench import specs  # noqa: E402
+from musicgen_jax import files  # noqa: E402
 
 SIDES = {  # name: (framework, platform, scan_layers)
     "hf-cpu": ("hf", "cpu", None),
@@ -132,7 +133,7 @@ def main() -> int:
         diff = float(np.abs(la - lb).max()) if la.shape == lb.shape else float("nan")
         summary["pairs"][f"{a} vs {b}"] = {"codes_agree": agree, "logits_max_abs_diff": diff}
         print(f"[greedy-backends] {a} vs {b}: codes agree {agree:.2%}; forward logits max |diff| {diff:.3g}")
-    with open(os.path.join(out, "summary.json"), "w") as f:
+    with files.atomic_write(os.path.join(out, "summary.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=1)
     return 0
 

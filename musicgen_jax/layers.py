@@ -2,7 +2,7 @@
 matching PyTorch.
 
 The precision policy (every matmul of T5, the conditioning projections and the decoder goes through :func:`einsum`,
-:func:`matmul` or :func:`dot_general`): JAX's default precision is one bfloat16 pass on TPU and TF32 on recent GPUs,
+:func:`linear` or :func:`dot_general`): JAX's default precision is one bfloat16 pass on TPU and TF32 on recent GPUs,
 so "float32" would silently not be float32 there. Float32 operands therefore ask for ``Precision.HIGHEST`` (exact
 float32 products on every backend, as PyTorch's float32 with TF32 off; XLA:CPU computes float32 either way).
 Lower-precision operands (bfloat16 weights) run one pass at their precision and accumulate in float32
@@ -64,13 +64,6 @@ def einsum(spec: str, x, y, *, matmul_precision: str | None = None, out_dtype=No
     return out.astype(out_dtype or x.dtype)
 
 
-def matmul(x, y, *, matmul_precision: str | None = None, out_dtype=None):
-    """``x @ y`` under the precision policy (as :func:`einsum`)."""
-    precision, acc = precision_policy(x.dtype, matmul_precision)
-    out = jnp.matmul(x, y.astype(x.dtype), precision=precision, preferred_element_type=acc)
-    return out.astype(out_dtype or x.dtype)
-
-
 def dot_general(x, y, dimension_numbers, *, matmul_precision: str | None = None, out_dtype=None):
     """``jax.lax.dot_general`` under the precision policy (as :func:`einsum`)."""
     precision, acc = precision_policy(x.dtype, matmul_precision)
@@ -95,16 +88,14 @@ def linear(x, kernel, n_out: int = 1, *, matmul_precision: str | None = None, ou
     lead = x.shape[: x.ndim - len(in_dims)]
     rows = math.prod(lead)
     x_RI = x.reshape(rows, math.prod(in_dims))
-    w_OI = kernel.reshape(math.prod(out_dims), x_RI.shape[1])
-    precision, acc = precision_policy(x.dtype, matmul_precision)
-    w_OI = w_OI.astype(x.dtype)
-    contract = (((1,), (1,)), ((), ()))
+    w_OI = kernel.reshape(math.prod(out_dims), x_RI.shape[1]).astype(x.dtype)
+    contract = (((1,), (1,)), ((), ()))  # in with in
     if rows <= LEFT_KERNEL_ROWS:
-        y_OR = jax.lax.dot_general(w_OI, x_RI, contract, precision=(precision, precision), preferred_element_type=acc)
+        y_OR = dot_general(w_OI, x_RI, contract, matmul_precision=matmul_precision)
         # The barrier keeps XLA from folding the transpose into the dot, which would make it ``x @ W.T`` again.
         y_RO = jax.lax.optimization_barrier(y_OR).T
     else:
-        y_RO = jax.lax.dot_general(x_RI, w_OI, contract, precision=(precision, precision), preferred_element_type=acc)
+        y_RO = dot_general(x_RI, w_OI, contract, matmul_precision=matmul_precision)
     return y_RO.reshape(*lead, *out_dims).astype(out_dtype or x.dtype)
 
 
