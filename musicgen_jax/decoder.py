@@ -58,40 +58,85 @@ class Conditions(NamedTuple):
         return next(x for x in self if x is not None).shape[0]
 
 
+class Segment(NamedTuple):
+    """Read-only keys and values of some positions in front of a cache's buffer (:class:`KVCache`), each array in
+    the cache's layout (a leading L axis scanned, a tuple of L arrays unrolled) with U rows, the values transposed
+    to ``(U, N, H, C)`` (read kernel-first, the form XLA:CPU streams fastest for a few rows; 2.6x ``(U, N, C, H)``).
+
+    ``k`` ``(U, N, C, H)`` and ``v_t`` ``(U, N, H, C)``: U = B (row by row) or U = 1 (one row every row reads: the
+    part of a conditioning prefix that is the same in every row, e.g. the null chroma of a text-only batch). With
+    ``k_uncond``, ``v_t_uncond`` (one row): ``k``, ``v_t`` hold the first half of the rows (the conditional rows
+    under CFG) and the second half all read the one row (CFG's identical unconditional prefix)."""
+
+    k: Any
+    v_t: Any
+    k_uncond: Any = None
+    v_t_uncond: Any = None
+
+    def layer(self, i: int) -> Segment:
+        """Layer ``i``'s arrays of an unrolled segment."""
+        return Segment(*(None if x is None else x[i] for x in self))
+
+    @staticmethod
+    def length_of(k, scanned: bool) -> int:
+        return k.shape[3] if scanned else k[0].shape[2]
+
+
 class KVCache(NamedTuple):
-    """Preallocated keys and values of every layer; ``S`` is the capacity.
+    """Preallocated keys and values of every layer; ``S`` is the capacity of the writable buffer.
 
     Scanned layout: ``k``, ``v`` are ``(L, B, N, S, H)`` arrays. Unrolled layout: tuples of L ``(B, N, S, H)``
     arrays, one buffer per layer (see the module docstring). Head-major, so attention reads them without a copy.
 
     Plain MusicGen (cross-attention) also carries the keys and values of the text states, computed once by the first
     pass (the prefill) and read by every step: ``cross_k``, ``cross_v`` ``(L, B, N, W, H)`` or L ``(B, N, W, H)``,
-    and ``cross_mask`` bool ``(B, W)`` (keys at False are not attended to). None for MusicGen Melody."""
+    and ``cross_mask`` bool ``(B, W)`` (keys at False are not attended to). None for MusicGen Melody.
+
+    ``context``: read-only keys and values of the positions in front of the buffer, kept once for the rows that
+    share them (what the prefill found the rows have in common, ``musicgen_jax.sampling``): a tuple of
+    :class:`Segment`. The buffer's position 0 is the position after them. A shared segment is read once for all its
+    rows, where per-row copies are read once per row: at batch 16 the prefix is most of what a step reads."""
 
     k: Any
     v: Any
     cross_k: Any = None
     cross_v: Any = None
     cross_mask: Any = None
+    context: tuple = ()
 
     @classmethod
     def zeros(
-        cls, config: DecoderConfig, batch: int, capacity: int, dtype=jnp.float32, scanned: bool = True
+        cls, config: DecoderConfig, batch: int, capacity: int, dtype=jnp.float32, scanned: bool = True, context=()
     ) -> KVCache:
         L, N, H = config.num_hidden_layers, config.num_attention_heads, config.head_dim
         if scanned:
             shape = (L, batch, N, capacity, H)
-            return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+            return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), context=tuple(context))
         shape = (batch, N, capacity, H)
-        return cls(tuple(jnp.zeros(shape, dtype) for _ in range(L)), tuple(jnp.zeros(shape, dtype) for _ in range(L)))
+        return cls(
+            tuple(jnp.zeros(shape, dtype) for _ in range(L)),
+            tuple(jnp.zeros(shape, dtype) for _ in range(L)),
+            context=tuple(context),
+        )
 
     @property
     def scanned(self) -> bool:
         return not isinstance(self.k, tuple | list)
 
     @property
-    def capacity(self) -> int:
+    def buffer_length(self) -> int:
+        """Positions the writable buffer holds."""
         return self.k.shape[3] if self.scanned else self.k[0].shape[2]
+
+    @property
+    def context_length(self) -> int:
+        """Positions in front of the buffer (the read-only ``context`` segments)."""
+        return sum(Segment.length_of(segment.k, self.scanned) for segment in self.context)
+
+    @property
+    def capacity(self) -> int:
+        """Positions in all: the context's and the buffer's."""
+        return self.context_length + self.buffer_length
 
 
 def is_scanned(decoder_params) -> bool:
@@ -157,11 +202,13 @@ class Attention(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x_BTD, mask_BTS, cache=None, layer=None, cache_index=None):
+    def __call__(self, x_BTD, mask_BTS, cache=None, layer=None, cache_index=None, context=()):
         """``cache``: None; or, scanned, ``(k, v)`` of every layer ``(L, B, N, S, H)`` and this layer's index
         ``layer``: the new keys and values are written in place at ``[layer, :, :, cache_index]`` (the cache travels in
         the layer scan's carry, so XLA updates the buffer instead of rebuilding it each step); or, unrolled
         (``layer`` None), this layer's own ``(k, v)`` ``(B, N, S, H)``, written at ``[:, :, cache_index]``.
+        ``context``: this layer's read-only :class:`Segment` s in front of the cache, visible to every query;
+        ``mask_BTS`` then covers the cache's positions only.
         Returns ``(y_BTD, cache)``.
 
         Layouts are chosen so that no weight or cache buffer is transposed on the way into a matmul (XLA would
@@ -194,10 +241,54 @@ class Attention(nn.Module):
             k_BNSH, v_BNSH = k_BNTH, v_BNTH
         scores_BNTS = einsum("BNTH,BNSH->BNTS", q_BNTH, k_BNSH, matmul_precision=prec, out_dtype=jnp.float32)
         scores_BNTS = jnp.where(mask_BTS[:, None], scores_BNTS * (H**-0.5), jnp.finfo(jnp.float32).min)
-        probs_BNTS = jax.nn.softmax(scores_BNTS, axis=-1).astype(x_BTD.dtype)
+        # One softmax over every key: the context segments' scores in front of the cache's (HF's one attention over
+        # the whole sequence; only the order of the float32 sums differs).
+        parts = [_segment_scores(q_BNTH, segment, prec) * (H**-0.5) for segment in context] + [scores_BNTS]
+        probs_BNTS = jax.nn.softmax(jnp.concatenate(parts, axis=-1), axis=-1).astype(x_BTD.dtype)
         probs_BNTS = nn.Dropout(cfg.attention_dropout)(probs_BNTS, deterministic=self.deterministic)
-        attn_BNTH = einsum("BNTS,BNSH->BNTH", probs_BNTS, v_BNSH, matmul_precision=prec)
+        bounds = [0, *np.cumsum([p.shape[-1] for p in parts]).tolist()]
+        probs = [probs_BNTS[..., start:end] for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
+        attn_BNTH = einsum("BNTS,BNSH->BNTH", probs[-1], v_BNSH, matmul_precision=prec)
+        for segment, p in zip(context, probs[:-1], strict=True):
+            attn_BNTH = attn_BNTH + _segment_values(p, segment, prec)
         return linear(attn_BNTH.transpose(0, 2, 1, 3), out, 1, matmul_precision=prec), cache
+
+
+def _rows_einsum(spec_own: str, spec_one: str, x, y, prec, out_dtype=None):
+    """``x`` (query rows first) against a segment array ``y``: row by row when their rows agree, else (``y`` one row)
+    every row against the one (a matmul over the rows, the array read once)."""
+    if y.shape[0] == x.shape[0]:
+        return einsum(spec_own, x, y, matmul_precision=prec, out_dtype=out_dtype)
+    if y.shape[0] != 1:
+        raise ValueError(f"a context segment of {y.shape[0]} rows cannot serve {x.shape[0]} query rows")
+    return einsum(spec_one, x, y[0], matmul_precision=prec, out_dtype=out_dtype)
+
+
+def _by_halves(fn, x, own, uncond):
+    """``fn(x, own)`` for every row, or with an unconditional part: the first half of ``x`` against ``own``, the
+    second against ``uncond``."""
+    if uncond is None:
+        return fn(x, own)
+    half = x.shape[0] // 2
+    return jnp.concatenate([fn(x[:half], own), fn(x[half:], uncond)], axis=0)
+
+
+def _segment_scores(q_BNTH, segment: Segment, prec):
+    """Float32 scores ``(B, N, T, C)`` of the queries against a context :class:`Segment`."""
+
+    def scores(q, k):
+        return _rows_einsum("BNTH,BNCH->BNTC", "BNTH,NCH->BNTC", q, k, prec, jnp.float32)
+
+    return _by_halves(scores, q_BNTH, segment.k, segment.k_uncond)
+
+
+def _segment_values(probs_BNTC, segment: Segment, prec):
+    """``probs (B, N, T, C)`` over a context :class:`Segment`'s values: ``(B, N, T, H)``."""
+
+    def values(p, v_t):
+        return _rows_einsum("BNTC,BNHC->BNTH", "BNTC,NHC->BNTH", p, v_t, prec)
+
+    return _by_halves(values, probs_BNTC, segment.v_t, segment.v_t_uncond)
 
 
 class CrossAttention(nn.Module):
@@ -262,12 +353,12 @@ class DecoderLayer(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, carry, mask_BTS, cache_index, encoder_BWD=None, encoder_mask_BW=None, cross_kv=None):
+    def __call__(self, carry, mask_BTS, cache_index, encoder_BWD=None, encoder_mask_BW=None, cross_kv=None, context=()):
         x_BTD, layer, cache = carry
         cfg = self.config
         with jax.named_scope("attn"):
             h = layer_norm("attn_norm")(x_BTD)
-            h, cache = Attention(cfg, self.deterministic, name="attn")(h, mask_BTS, cache, layer, cache_index)
+            h, cache = Attention(cfg, self.deterministic, name="attn")(h, mask_BTS, cache, layer, cache_index, context)
             x_BTD = x_BTD + nn.Dropout(cfg.dropout)(h, deterministic=self.deterministic)
         new_kv = None
         if cfg.cross_attention:
@@ -292,7 +383,8 @@ class Decoder(nn.Module):
       input_ids_BKT: int ``(B, K, T)`` codes in ``[0, V]`` (``V`` is BOS/pad).
       prefix_BPD: optional float ``(B, P, D)`` conditioning states placed in front of the embedded tokens.
       cache: optional :class:`KVCache` in this module's layout; the new positions are written at ``cache_index``.
-      cache_index: int scalar, how many positions the cache already holds (0 without a cache).
+      cache_index: int scalar, how many positions the cache already holds, its read-only context included (0
+        without a cache): the position of the first new one.
       attention_mask_BT: optional ``(B, T)`` 1/0 over the target tokens (HF's ``decoder_attention_mask``): keys at
         0 are not attended to. Every prefix position stays visible, as in HF. Only without a cache.
       encoder_BWD, encoder_mask_BW: plain MusicGen (``config.cross_attention``): the projected text states every
@@ -333,8 +425,11 @@ class Decoder(nn.Module):
         x_BTD = x_BTD + sinusoidal_positions(positions_T, D).astype(x_BTD.dtype)
         x_BTD = nn.Dropout(cfg.dropout)(x_BTD, deterministic=self.deterministic)
 
-        S = T if cache is None else cache.capacity
-        mask_BTS = (jnp.arange(S)[None, :] <= positions_T[:, None])[None]
+        # The cache's buffer starts after its read-only context (every query sees all of that): the mask covers the
+        # buffer's positions, and the new keys and values are written at their position in it.
+        offset = 0 if cache is None else cache.context_length
+        S = T if cache is None else cache.buffer_length
+        mask_BTS = ((offset + jnp.arange(S))[None, :] <= positions_T[:, None])[None]
         if attention_mask_BT is not None:
             if cache is not None:
                 raise ValueError("attention_mask_BT is only supported without a KV cache")
@@ -365,11 +460,14 @@ class Decoder(nn.Module):
                 layer_class,
                 variable_axes={"params": 0},
                 split_rngs={"params": True, "dropout": True},
-                in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, 0),
+                in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, 0, 0),
                 length=cfg.num_hidden_layers,
             )(cfg, self.deterministic, name="layers")
             carry = (x_BTD, jnp.zeros((), jnp.int32), None if cache is None else (cache.k, cache.v))
-            (x_BTD, _, new_cache), new_kv = layers(carry, mask_BTS, cache_index, encoder_BWD, cross_mask_BW, cross_kv)
+            context = () if cache is None else cache.context
+            (x_BTD, _, new_cache), new_kv = layers(
+                carry, mask_BTS, cache_index - offset, encoder_BWD, cross_mask_BW, cross_kv, context
+            )
         else:
             ks, vs, new_ks, new_vs = [], [], [], []
             # Inference (deterministic, no remat): each layer runs as one jitted function of its own parameters,
@@ -380,7 +478,16 @@ class Decoder(nn.Module):
             for i in range(cfg.num_hidden_layers):
                 layer_cache = None if cache is None else (cache.k[i], cache.v[i])
                 layer_kv = None if cross_kv is None else (cross_kv[0][i], cross_kv[1][i])
-                args = ((x_BTD, None, layer_cache), mask_BTS, cache_index, encoder_BWD, cross_mask_BW, layer_kv)
+                context = () if cache is None else tuple(segment.layer(i) for segment in cache.context)
+                args = (
+                    (x_BTD, None, layer_cache),
+                    mask_BTS,
+                    cache_index - offset,
+                    encoder_BWD,
+                    cross_mask_BW,
+                    layer_kv,
+                    context,
+                )
                 if traced_once:
                     (x_BTD, _, layer_cache), kv = _layer_call(cfg, self.variables["params"][f"layers_{i}"], *args)
                 else:
@@ -395,6 +502,8 @@ class Decoder(nn.Module):
             new_kv = (tuple(new_ks), tuple(new_vs)) if new_ks else None
         if new_cache is not None and cfg.cross_attention:  # the text's keys and values ride in the cache
             new_cache = (*new_cache, *(cross_kv if new_kv is None else new_kv), cross_mask_BW)
+        if new_cache is not None:
+            new_cache = KVCache(*new_cache)._replace(context=cache.context)
 
         x_BTD = layer_norm("final_norm")(x_BTD)
         lm_heads = self.param("lm_heads", declared, (K, D, V))
@@ -409,14 +518,16 @@ class Decoder(nn.Module):
             x_rows, lm_heads, dims, matmul_precision=cfg.matmul_precision, out_dtype=jnp.float32
         )
         logits_BKTV = logits_rows.reshape(K, B, T, V).transpose(1, 0, 2, 3)
-        return logits_BKTV, (None if new_cache is None else KVCache(*new_cache))
+        return logits_BKTV, new_cache
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _layer_call(config: DecoderConfig, layer_params, carry, mask_BTS, cache_index, encoder_BWD, encoder_mask_BW, kv):
+def _layer_call(
+    config: DecoderConfig, layer_params, carry, mask_BTS, cache_index, encoder_BWD, encoder_mask_BW, kv, context
+):
     """One unrolled layer's inference forward (:class:`DecoderLayer`, deterministic) as a function of its parameters."""
     return DecoderLayer(config).apply(
-        {"params": layer_params}, carry, mask_BTS, cache_index, encoder_BWD, encoder_mask_BW, kv
+        {"params": layer_params}, carry, mask_BTS, cache_index, encoder_BWD, encoder_mask_BW, kv, context
     )
 
 

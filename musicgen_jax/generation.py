@@ -353,6 +353,8 @@ def run_loop_rows(
         use_cfg=knobs.use_cfg,
         # generate's unconditional rows are all the same (zero text, null chroma, the same BOS): one prefill row
         shared_uncond=knobs.use_cfg and single_device and sampling.uncond_rows_shared(conditions, fixed),
+        # and without a melody every row's chroma is the null chroma: those prefix positions are computed once
+        common_prefix=sampling.common_prefix_length(conditions) if single_device else 0,
     )
     tokens = sharding.to_host(tokens)
     if len(patterns) == 1:

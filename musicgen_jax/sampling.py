@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from musicgen_jax.config import DecoderConfig
-from musicgen_jax.decoder import Conditions, Decoder, KVCache, is_scanned
+from musicgen_jax.decoder import Conditions, Decoder, KVCache, Segment, is_scanned
 
 # ---------------------------------------------------------------------------------------------------------------
 # Delay pattern (host side, numpy): HF MusicgenMelodyForCausalLM.build_delay_pattern_mask / apply / revert.
@@ -185,6 +185,7 @@ class LoopSpec:
     use_top_p: bool
     use_cfg: bool
     shared_uncond: bool = False  # every unconditional row has the same prefix and prompt: prefill it once
+    common_prefix: int = 0  # leading prefix positions that are the same in every row: prefilled and kept once
 
 
 def _pass(decoder_params, spec: LoopSpec, ids, cache, index, conditions: Conditions | None = None):
@@ -246,34 +247,75 @@ def _sample(state: DecodeState, pattern_BKT, sampling: SamplingParams, spec: Loo
 
 
 def _prefill(decoder_params, conditions, prompt_BKQ, rng, spec: LoopSpec) -> DecodeState:
-    """The conditions (a prefix, or the text's cross-attention keys and values) and every fixed position in one pass
-    into a fresh cache; the last logits predict position Q. ``conditions``: see :func:`as_conditions`."""
+    """The conditions (a prefix, or the text's cross-attention keys and values) and every fixed position into a fresh
+    cache; the last logits predict position Q. ``conditions``: see :func:`as_conditions`.
+
+    What the rows have in common is computed and kept once (the caller checked it on the host,
+    :func:`prefix_sharing`): the first ``spec.common_prefix`` prefix positions, the same in every row, run as one row
+    whose keys and values every row then reads (the cache's shared context); with ``spec.shared_uncond`` the B
+    identical unconditional rows run as one, whose prefix keys and values they all read, and whose prompt keys,
+    values and logits are copied to each of them. Each row's numbers are those of its own full pass (only the order
+    of the float32 sums in attention differs); the steps read the shared parts once instead of once per row."""
     conditions = as_conditions(conditions)
     B, K, Q = prompt_BKQ.shape
-    P = conditions.prefix_length
+    P, C = conditions.prefix_length, spec.common_prefix
     dtype = jax.tree_util.tree_leaves(decoder_params)[0].dtype
     rows = 2 * B if spec.use_cfg else B
     rng = row_keys(rng, B)
     scanned = is_scanned(decoder_params)
     tokens = jnp.zeros((B, K, spec.max_length), jnp.int32).at[:, :, :Q].set(prompt_BKQ.astype(jnp.int32))
-    if spec.use_cfg and spec.shared_uncond and B > 1:
-        # The B unconditional rows are identical (the caller checked the prefix and prompt): run the B conditional
-        # rows and one unconditional row, then copy that row's keys, values and logits to the other B - 1. Each row
-        # is computed as before, so the numbers are the same; the prefill does B - 1 fewer rows.
-        cache = KVCache.zeros(spec.config, B + 1, P + spec.max_length, dtype, scanned=scanned)
-        ids = jnp.concatenate([tokens[:, :, :Q], tokens[:1, :, :Q]], axis=0)
-        head = jax.tree_util.tree_map(lambda x: x[: B + 1], conditions)
-        logits, cache = _pass(decoder_params, spec, ids, cache, 0, head)
-        logits = _repeat_last_row(logits, rows, axis=0)
-        row_axis = 1 if scanned else 0  # of the keys and values; the cross-attention mask is (rows, W)
-        cache = KVCache(
-            *(jax.tree_util.tree_map(lambda x: _repeat_last_row(x, rows, axis=row_axis), part) for part in cache[:4]),
-            None if cache.cross_mask is None else _repeat_last_row(cache.cross_mask, rows, axis=0),
-        )
+    context = ()
+    if C:
+        common = conditions._replace(prefix_BPD=conditions.prefix_BPD[:1, :C])
+        one_row = KVCache.zeros(spec.config, 1, C, dtype, scanned=scanned)
+        _, one_row = _pass(decoder_params, spec, tokens[:1, :, :0], one_row, 0, common)
+        context = (Segment(one_row.k, _transposed(one_row.v)),)
+    if P:
+        conditions = conditions._replace(prefix_BPD=conditions.prefix_BPD[:, C:])
+    own = P - C  # prefix positions each row (or the one unconditional row) computes for itself
+    if not (spec.use_cfg and spec.shared_uncond and B > 1):
+        cache = KVCache.zeros(spec.config, rows, own + spec.max_length, dtype, scanned=scanned, context=context)
+        logits, cache = _run(decoder_params, spec, tokens[:, :, :Q], cache, C, conditions)
         return DecodeState(jnp.asarray(Q, jnp.int32), tokens, cache, logits, rng)
-    cache = KVCache.zeros(spec.config, rows, P + spec.max_length, dtype, scanned=scanned)
-    logits, cache = _run(decoder_params, spec, tokens[:, :, :Q], cache, 0, conditions)
+    # The B conditional rows and one unconditional row.
+    cache = KVCache.zeros(spec.config, B + 1, own + Q, dtype, scanned=scanned, context=context)
+    ids = jnp.concatenate([tokens[:, :, :Q], tokens[:1, :, :Q]], axis=0)
+    head = jax.tree_util.tree_map(lambda x: x[: B + 1], conditions)
+    logits, cache = _pass(decoder_params, spec, ids, cache, C, head)
+    logits = _repeat_last_row(logits, rows, axis=0)
+    row_axis, pos_axis = (1, 3) if scanned else (0, 2)  # of the keys and values; the cross mask is (rows, W)
+
+    def positions(x, start, stop):
+        return jax.lax.slice_in_dim(x, start, stop, axis=pos_axis)
+
+    def buffer(x):  # the prompt's keys and values, copied to every unconditional row, in a buffer of max_length
+        prompt = _repeat_last_row(positions(x, own, own + Q), rows, axis=row_axis)
+        pad = [(0, 0)] * x.ndim
+        pad[pos_axis] = (0, spec.max_length - Q)
+        return jnp.pad(prompt, pad)
+
+    if own:  # the prefix positions: the conditional rows' own and the one unconditional row's
+        k, v = (jax.tree_util.tree_map(lambda x: positions(x, 0, own), part) for part in (cache.k, cache.v))
+
+        def rows_of(x, start, stop):
+            return jax.tree_util.tree_map(lambda a: jax.lax.slice_in_dim(a, start, stop, axis=row_axis), x)
+
+        v_t = _transposed(v)
+        segment = Segment(rows_of(k, 0, B), rows_of(v_t, 0, B), rows_of(k, B, B + 1), rows_of(v_t, B, B + 1))
+        context = (*context, segment)
+    cache = KVCache(
+        *(jax.tree_util.tree_map(buffer, part) for part in (cache.k, cache.v)),
+        *(jax.tree_util.tree_map(lambda x: _repeat_last_row(x, rows, axis=row_axis), p) for p in cache[2:4]),
+        None if cache.cross_mask is None else _repeat_last_row(cache.cross_mask, rows, axis=0),
+        context,
+    )
     return DecodeState(jnp.asarray(Q, jnp.int32), tokens, cache, logits, rng)
+
+
+def _transposed(v):
+    """Values ``(..., C, H)`` (a cache part: one array or a tuple of them) as a :class:`Segment` holds them,
+    ``(..., H, C)``."""
+    return jax.tree_util.tree_map(lambda x: jnp.swapaxes(x, -1, -2), v)
 
 
 def _advance(decoder_params, state: DecodeState, pattern_BKT, sampling, spec: LoopSpec, num_steps):
@@ -299,15 +341,35 @@ def _finish(state: DecodeState, pattern_BKT, sampling, spec: LoopSpec):
 
 
 def _steps_spec(spec: LoopSpec) -> LoopSpec:
-    """The spec the steps compile under: ``shared_uncond`` only changes the prefill, so a window that shares the
-    unconditional row and one that does not run the same step programs."""
-    return dataclasses.replace(spec, shared_uncond=False)
+    """The spec the steps compile under: ``shared_uncond`` and ``common_prefix`` only change the prefill (the steps
+    see their effect in the cache's shapes), so windows that differ only in them share step programs."""
+    return dataclasses.replace(spec, shared_uncond=False, common_prefix=0)
 
 
-def _spec(config, max_length, do_sample, top_k, use_top_p, use_cfg, shared_uncond=False) -> LoopSpec:
+def _spec(config, max_length, do_sample, top_k, use_top_p, use_cfg, shared_uncond=False, common_prefix=0) -> LoopSpec:
     return LoopSpec(
-        config, int(max_length), bool(do_sample), int(top_k), bool(use_top_p), bool(use_cfg), bool(shared_uncond)
+        config,
+        int(max_length),
+        bool(do_sample),
+        int(top_k),
+        bool(use_top_p),
+        bool(use_cfg),
+        bool(shared_uncond),
+        int(common_prefix),
     )
+
+
+def common_prefix_length(conditions) -> int:
+    """Host check: how many leading positions of MusicGen Melody's prefix ``(B', P, D)`` are the same in every row
+    (what :func:`decode`'s ``common_prefix`` may be); 0 for one row, or for conditions without a prefix. A text-only
+    batch gives the chroma length: every row's chroma is the null chroma, and the causal prefix's keys and values
+    there depend on nothing else."""
+    prefix = as_conditions(conditions).prefix_BPD
+    if prefix is None or prefix.shape[0] < 2 or prefix.shape[1] == 0:
+        return 0
+    x = np.asarray(prefix)
+    same_P = (x == x[:1]).all(axis=(0, 2))
+    return int(same_P.shape[0] if same_P.all() else np.argmin(same_P))
 
 
 def uncond_rows_shared(conditions, prompt_BKQ) -> bool:
@@ -325,7 +387,16 @@ def uncond_rows_shared(conditions, prompt_BKQ) -> bool:
 
 @functools.partial(
     jax.jit,
-    static_argnames=("config", "max_length", "do_sample", "top_k", "use_top_p", "use_cfg", "shared_uncond"),
+    static_argnames=(
+        "config",
+        "max_length",
+        "do_sample",
+        "top_k",
+        "use_top_p",
+        "use_cfg",
+        "shared_uncond",
+        "common_prefix",
+    ),
 )
 def decode(
     decoder_params,
@@ -342,6 +413,7 @@ def decode(
     use_top_p: bool,
     use_cfg: bool,
     shared_uncond: bool = False,
+    common_prefix: int = 0,
 ):
     """Generates the full delayed code buffer ``(B, K, max_length)`` int32, as one compiled program.
 
@@ -355,11 +427,14 @@ def decode(
       rng: a PRNG key, or one per row ``(B, 2)`` (:func:`row_keys`; unused when greedy).
       sampling: temperature / top_p / guidance_scale as arrays, scalars or one per row.
       shared_uncond: the unconditional rows of the prefix are one row repeated and all prompt rows are equal
-        (:func:`uncond_rows_shared`): the prefill then runs B + 1 rows instead of 2B. Same result.
+        (:func:`uncond_rows_shared`): the prefill then runs B + 1 rows instead of 2B, and the steps read the
+        unconditional prefix once. Same codes.
+      common_prefix: the first ``common_prefix`` prefix positions are the same in every row
+        (:func:`common_prefix_length`): the prefill runs them as one row, and the steps read them once. Same codes.
     """
     if max_length <= prompt_BKQ.shape[2]:
         raise ValueError(f"max_length {max_length} leaves nothing to generate after {prompt_BKQ.shape[2]} positions")
-    spec = _spec(config, max_length, do_sample, top_k, use_top_p, use_cfg, shared_uncond)
+    spec = _spec(config, max_length, do_sample, top_k, use_top_p, use_cfg, shared_uncond, common_prefix)
     state = _prefill(decoder_params, prefix_BPD, prompt_BKQ, rng, spec)
     state = _advance(decoder_params, state, pattern_BKT, sampling, spec, max_length - prompt_BKQ.shape[2] - 1)
     return _finish(state, pattern_BKT, sampling, spec)

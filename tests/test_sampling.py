@@ -196,32 +196,40 @@ def test_chunked_decode_equals_one_program(mono):
 
 
 @pytest.mark.parametrize("scanned", [True, False], ids=["scanned", "unrolled"])
-def test_shared_unconditional_prefill_gives_the_same_codes(mono, scanned):
-    """With CFG, generate's unconditional rows are identical; prefilling one of them and copying its cache and logits
-    (``shared_uncond``) must not change a single code, greedy or sampled."""
+def test_shared_prefill_gives_the_same_codes(mono, scanned):
+    """With CFG, generate's unconditional rows are identical, and without a melody every row begins with the same
+    null chroma. Computing what the rows share once (``shared_uncond``: one unconditional row; ``common_prefix``: the
+    leading prefix positions every row has) and reading it from the cache's shared context must not change a single
+    code, greedy or sampled, alone or together, whatever part of the prefix is common (none, some, all)."""
     _, ours = mono
     cfg = ours.config.decoder
     rng = np.random.default_rng(11)
-    B, P = 3, 5
+    B, P, C = 3, 5, 2
     cond = rng.standard_normal((B, P, cfg.hidden_size)).astype(np.float32)
     uncond = np.repeat(rng.standard_normal((1, P, cfg.hidden_size)).astype(np.float32), B, axis=0)
-    prefix = jnp.asarray(np.concatenate([cond, uncond]))
+    prefix = np.concatenate([cond, uncond])
+    prefix[:, :C] = prefix[:1, :C]  # the first C positions: the same in every row
+    prefix = jnp.asarray(prefix)
     ids = np.full((B, cfg.num_codebooks, 1), cfg.pad_token_id)
     fixed, pattern = sampling.build_delay_pattern(ids, cfg.pad_token_id, 14, cfg.audio_channels)
     assert sampling.uncond_rows_shared(prefix, fixed)
     assert not sampling.uncond_rows_shared(prefix.at[B + 1, 0, 0].add(1.0), fixed)
     assert not sampling.uncond_rows_shared(prefix, np.concatenate([fixed[:1], fixed[1:] * 0], axis=0))
+    assert sampling.common_prefix_length(prefix) == C
+    assert sampling.common_prefix_length(prefix.at[B + 1, 1, 3].add(1.0)) == 1
+    assert sampling.common_prefix_length(prefix[:1]) == 0  # one row shares nothing
+    same = jnp.broadcast_to(prefix[:1], prefix.shape)  # every row the same
+    assert sampling.common_prefix_length(same) == P
     params = (stack_layers if scanned else unstack_layers)(ours.params["decoder"])
     knobs = sampling.SamplingParams(jnp.float32(1.2), jnp.float32(0.95), jnp.float32(3.0))
     for do_sample in (False, True):
         run = functools.partial(
             sampling.decode,
             params,
-            prefix,
-            jnp.asarray(fixed),
-            jnp.asarray(pattern),
-            jax.random.PRNGKey(4),
-            knobs,
+            prompt_BKQ=jnp.asarray(fixed),
+            pattern_BKT=jnp.asarray(pattern),
+            rng=jax.random.PRNGKey(4),
+            sampling=knobs,
             config=cfg,
             max_length=14,
             do_sample=do_sample,
@@ -229,6 +237,46 @@ def test_shared_unconditional_prefill_gives_the_same_codes(mono, scanned):
             use_top_p=do_sample,
             use_cfg=True,
         )
-        shared, separate = np.asarray(run(shared_uncond=True)), np.asarray(run(shared_uncond=False))
-        np.testing.assert_array_equal(shared, separate)
-        assert len(np.unique(shared[:, :, 4:])) > 1  # generated codes, not a constant
+        separate = np.asarray(run(prefix_BPD=prefix))
+        assert len(np.unique(separate[:, :, 4:])) > 1  # generated codes, not a constant
+        for shared_uncond, common in [(True, 0), (False, C), (True, C)]:
+            got = run(prefix_BPD=prefix, shared_uncond=shared_uncond, common_prefix=common)
+            np.testing.assert_array_equal(np.asarray(got), separate, err_msg=f"{shared_uncond=} {common=}")
+        # every prefix position common: the prefix is one row for all, the tokens each row's own
+        want = np.asarray(run(prefix_BPD=same))
+        for shared_uncond in (False, True):
+            got = run(prefix_BPD=same, shared_uncond=shared_uncond, common_prefix=P)
+            np.testing.assert_array_equal(np.asarray(got), want, err_msg=f"{shared_uncond=} common={P}")
+
+
+@pytest.mark.parametrize("scanned", [True, False], ids=["scanned", "unrolled"])
+def test_shared_context_steps_equal_full_forward(mono, scanned):
+    """The prefill's shared context (the common prefix positions as one row, the unconditional rows' prefix as one)
+    followed by cached steps gives, position by position, the logits of one full forward over every row's whole
+    prefix and codes."""
+    _, ours = mono
+    cfg = ours.config.decoder
+    rng = np.random.default_rng(5)
+    B, P, C, T = 2, 6, 3, 7
+    cond = rng.standard_normal((B, P, cfg.hidden_size)).astype(np.float32)
+    uncond = np.repeat(rng.standard_normal((1, P, cfg.hidden_size)).astype(np.float32), B, axis=0)
+    prefix = np.concatenate([cond, uncond])
+    prefix[:, :C] = prefix[:1, :C]
+    prefix = jnp.asarray(prefix)
+    ids = rng.integers(0, cfg.vocab_size, (B, cfg.num_codebooks, T))
+    ids[:, :, 0] = cfg.bos_token_id
+    ids = jnp.asarray(ids, jnp.int32)
+    params = (stack_layers if scanned else unstack_layers)(ours.params["decoder"])
+    decoder = Decoder(cfg, scan_layers=scanned)
+    rows = jnp.concatenate([ids, ids], axis=0)
+    full, _ = decoder.apply({"params": params}, rows, prefix)  # (2B, K, P + T, V)
+    spec = sampling._spec(cfg, T, False, 0, False, True, shared_uncond=True, common_prefix=C)
+    state = sampling._prefill(params, prefix, ids[:, :, :1], jax.random.PRNGKey(0), spec)
+    assert len(state.cache.context) == 2 and state.cache.buffer_length == T and state.cache.capacity == P + T
+    errs = [report("shared-context prefill", state.logits_BKV, full[:, :, P])]
+    cache = state.cache
+    for t in range(1, T):
+        logits, cache = decoder.apply({"params": params}, rows[:, :, t : t + 1], None, cache=cache, cache_index=P + t)
+        errs.append(float(np.abs(np.asarray(logits[:, :, 0]) - np.asarray(full[:, :, P + t])).max()))
+    print(f"[parity] shared context ({'scanned' if scanned else 'unrolled'}) steps vs full forward: {max(errs):.3e}")
+    assert max(errs) <= 1e-5
