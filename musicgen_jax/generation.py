@@ -333,7 +333,7 @@ def run_loop_rows(
     if mesh is not None:
         rules = sharding.RULES if rules is None else rules
         conditions, fixed_BKQ, pattern_BKT = sharding.shard_batch((conditions, fixed_BKQ, pattern_BKT), mesh, rules)
-    # On a mesh the prefill keeps 2B rows: B + 1 rows would not split evenly over the data axis.
+    # On a mesh every row keeps its own prefix: B + 1 rows, or one, would not split evenly over the data axis.
     single_device = mesh is None
     tokens, timings = sampling.run_loop(
         decoder_params,
@@ -351,10 +351,9 @@ def run_loop_rows(
         top_k=knobs.top_k if knobs.do_sample else 0,
         use_top_p=knobs.use_top_p,
         use_cfg=knobs.use_cfg,
-        # generate's unconditional rows are all the same (zero text, null chroma, the same BOS): one prefill row
-        shared_uncond=knobs.use_cfg and single_device and sampling.uncond_rows_shared(conditions, fixed),
-        # and without a melody every row's chroma is the null chroma: those prefix positions are computed once
-        common_prefix=sampling.common_prefix_length(conditions) if single_device else 0,
+        # generate's unconditional rows are all the same (zero text, null chroma, the same BOS), and without a
+        # melody every row's chroma is the null chroma: each computed and kept once
+        **(sampling.prefix_sharing(conditions, fixed, knobs.use_cfg) if single_device else {}),
     )
     tokens = sharding.to_host(tokens)
     if len(patterns) == 1:

@@ -385,6 +385,15 @@ def uncond_rows_shared(conditions, prompt_BKQ) -> bool:
     return all(bool((np.asarray(x[B:]) == np.asarray(x[B : B + 1])).all()) for x in parts)
 
 
+def prefix_sharing(conditions, prompt_BKQ, use_cfg: bool) -> dict:
+    """Host check: what the rows of these conditions share, as :func:`decode`'s ``shared_uncond`` and
+    ``common_prefix`` (one device; on a mesh the rows stay whole, as they split evenly there)."""
+    return {
+        "shared_uncond": bool(use_cfg) and uncond_rows_shared(conditions, prompt_BKQ),
+        "common_prefix": common_prefix_length(conditions),
+    }
+
+
 @functools.partial(
     jax.jit,
     static_argnames=(

@@ -30,45 +30,39 @@ def generation_conditions(model, ids, mask):
     return core.generation_conditions_jit(model.params, model.config, text, jnp.asarray(mask), None, True)
 
 
-def shared_uncond(model, conditions, batch: int, total: int) -> bool:
-    """Whether generate's prefill runs one shared unconditional row (as it decides on one device)."""
+def prefix_sharing(model, conditions, batch: int) -> dict:
+    """What generate's prefill shares between the rows of these conditions on one device
+    (``sampling.prefix_sharing``: one unconditional row, the common prefix positions)."""
     from musicgen_jax import sampling
 
     dec = model.config.decoder
     prompt = np.full((batch, dec.num_codebooks, 1), dec.bos_token_id, np.int64)
-    fixed, _ = sampling.build_delay_pattern(prompt, dec.pad_token_id, total, dec.audio_channels)
-    return sampling.uncond_rows_shared(conditions, fixed)
+    return sampling.prefix_sharing(conditions, prompt, use_cfg=True)
 
 
-def time_forward_step(model, rows: int, capacity: int, index: int, n: int, conditions=None):
-    """Seconds of ``n`` cached one-position ``Decoder`` passes of ``rows`` rows (BOS ids) at cache positions
-    ``index + 1``, ``index + 2``, ... (after one compiling call at ``index``); returns (times, last logits, bytes
-    of the preallocated cache). The cache holds zeros: attention reads its whole capacity either way.
-
-    Plain MusicGen (``conditions`` with cross-attention states): one first pass at position 0 stores the text's
-    cross-attention keys and values (and mask) in the cache, as generate's prefill does; the timed steps read them
-    from there. The bytes then include them."""
+def time_forward_step(model, batch: int, total: int, n: int, conditions):
+    """Seconds of ``n`` cached one-position ``Decoder`` passes over generate's ``2 * batch`` CFG rows (BOS ids), in
+    the cache generate's prefill builds for ``conditions`` (its shared context included, on one device) with a
+    buffer for ``total`` positions, at positions after the prefill's; returns (times, last logits, bytes of the
+    cache: the buffer's capacity and the shared context, plain MusicGen's cached text keys and values too)."""
     import jax
     import jax.numpy as jnp
 
-    from musicgen_jax.decoder import Decoder, KVCache, is_scanned
+    from musicgen_jax import sampling
+    from musicgen_jax.decoder import Decoder, is_scanned
 
     dec, params = model.config.decoder, model.params["decoder"]
     decoder = Decoder(dec, scan_layers=is_scanned(params))
-    dtype = jax.tree_util.tree_leaves(params)[0].dtype
-    cache = KVCache.zeros(dec, rows, capacity, dtype, scanned=is_scanned(params))
-    ids = jnp.full((rows, dec.num_codebooks, 1), dec.bos_token_id, jnp.int32)
-    if conditions is not None and conditions.cross_BWD is not None:
-
-        @functools.partial(jax.jit, donate_argnums=(2,))
-        def fill(params, ids, cache, text, text_mask):
-            _, cache = decoder.apply(
-                {"params": params}, ids, None, cache=cache, cache_index=0, encoder_BWD=text, encoder_mask_BW=text_mask
-            )
-            return cache
-
-        cache = jax.block_until_ready(fill(params, ids, cache, conditions.cross_BWD, conditions.cross_mask_BW))
+    devices = len(jax.tree_util.tree_leaves(params)[0].sharding.device_set)
+    sharing = prefix_sharing(model, conditions, batch) if devices == 1 else {}
+    spec = sampling._spec(dec, total, False, 0, False, True, **sharing)
+    prompt = jnp.full((batch, dec.num_codebooks, 1), dec.bos_token_id, jnp.int32)
+    cache = jax.block_until_ready(
+        sampling._prefill_jit(params, conditions, prompt, jax.random.PRNGKey(0), spec=spec).cache
+    )
     cache_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(cache))
+    ids = jnp.full((2 * batch, dec.num_codebooks, 1), dec.bos_token_id, jnp.int32)
+    index = cache.capacity - total + 1
 
     @functools.partial(jax.jit, donate_argnums=(2,))
     def forward(params, ids, cache, index):
@@ -193,7 +187,7 @@ def decode_step_breakdown(model, conditions, batch: int, steps: int, jax_rows: l
     S, total = 1, steps + 1  # BOS, then the generated positions
     prefill_s = median([r["prefill"] for r in jax_rows])
     scan_step_s = median([r["scan"] / max(steps - 1, 1) for r in jax_rows])
-    forward_times, logits, kv_bytes = time_forward_step(model, rows, P + total, P + S, n, conditions)
+    forward_times, logits, kv_bytes = time_forward_step(model, batch, total, n, conditions)
     head_times = time_sampling_head(logits, model.config.decoder.num_codebooks, n)
     gemv_times, mat_bytes = time_layer_gemvs(model, rows, n)
     devices = len(jax.tree_util.tree_leaves(model.params["decoder"])[0].sharding.device_set)
@@ -215,7 +209,7 @@ def decode_step_breakdown(model, conditions, batch: int, steps: int, jax_rows: l
         "layer_matrix_bytes": mat_bytes,
         "kv_cache_bytes": kv_bytes,
         "prefix_len": P,
-        "prefill_shared_uncond": shared_uncond(model, conditions, batch, total),
+        **{f"prefill_{k}": v for k, v in prefix_sharing(model, conditions, batch).items()},
         "cache_capacity": P + total,
         "rows": rows,
         "scan_step_effective_GBps": moved / scan_step_s / 1e9,

@@ -361,6 +361,8 @@ def device_memory_rows(res: dict, dm: dict, weights: str) -> list[str]:
 def notes(res: dict) -> list[str]:
     jf, bd, fl, sf = res["first_calls"]["jax_generate"], res["jax_step_breakdown"], res["floor"], step_fmt(res)
     shared = "; one shared unconditional row" if bd.get("prefill_shared_uncond") else ""
+    if bd.get("prefill_common_prefix"):
+        shared += f"; the first {bd['prefill_common_prefix']} prefix positions (the same in every row) as one row"
     text_kv = " and of the text (cross-attention)" if bd.get("cross_attention_text_len") else ""
     m = res["matmul"]
     if res["target"]["accelerator"]:
