@@ -296,7 +296,12 @@ def _prefill(decoder_params, conditions, prompt_BKQ, rng, spec: LoopSpec) -> Dec
         conditions = conditions._replace(prefix_BPD=conditions.prefix_BPD[:, C:])
     own = P - C  # prefix positions each row (or the one unconditional row) computes for itself
     if not (spec.use_cfg and spec.shared_uncond and B > 1):
-        cache = KVCache.zeros(spec.config, rows, own + spec.max_length, dtype, scanned=scanned, context=context)
+        if context and rows <= _COPY_COMMON_ROWS:
+            # Few rows: each row's buffer gets its own copy of the common positions (computed once all the same).
+            cache = KVCache.zeros(spec.config, rows, P + spec.max_length, dtype, scanned=scanned)
+            cache = cache._replace(k=_write_rows(cache.k, one_row.k), v=_write_rows(cache.v, one_row.v))
+        else:
+            cache = KVCache.zeros(spec.config, rows, own + spec.max_length, dtype, scanned=scanned, context=context)
         logits, cache = _run(decoder_params, spec, tokens[:, :, :Q], cache, C, conditions)
         return DecodeState(jnp.asarray(Q, jnp.int32), tokens, cache, logits, rng)
     # The B conditional rows and one unconditional row.
@@ -332,6 +337,26 @@ def _prefill(decoder_params, conditions, prompt_BKQ, rng, spec: LoopSpec) -> Dec
         context,
     )
     return DecodeState(jnp.asarray(Q, jnp.int32), tokens, cache, logits, rng)
+
+
+# Query rows up to which a step reads the common prefix positions from each row's own copy rather than from one
+# shared row: for 2 rows the shared form's per-head (2 x 64) matmul reads at ~11 GB/s on XLA:CPU, each row's own
+# matrix-vector product at ~34 GB/s, so two copies cost less than one shared row; from 4 rows on, one row is cheaper
+# (benchmarks/NOTES.md #21).
+_COPY_COMMON_ROWS = 2
+
+
+def _write_rows(buffer, common):
+    """``common`` (one row, the first C positions; a cache part: one array or a tuple) written into every row of
+    ``buffer`` at positions ``[0, C)``."""
+
+    def write(buf, one):
+        row_axis = buf.ndim - 4  # (L, B, N, S, H) or (B, N, S, H)
+        shape = list(one.shape)
+        shape[row_axis] = buf.shape[row_axis]
+        return jax.lax.dynamic_update_slice(buf, jnp.broadcast_to(one, shape).astype(buf.dtype), (0,) * buf.ndim)
+
+    return jax.tree_util.tree_map(write, buffer, common)
 
 
 def _transposed(v):

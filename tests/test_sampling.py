@@ -302,3 +302,43 @@ def test_shared_context_steps_equal_full_forward(mono, scanned):
         errs.append(float(np.abs(np.asarray(logits[:, :, 0]) - np.asarray(full[:, :, P + t])).max()))
     print(f"[parity] shared context ({'scanned' if scanned else 'unrolled'}) steps vs full forward: {max(errs):.3e}")
     assert max(errs) <= 1e-5
+
+
+@pytest.mark.parametrize("scanned", [True, False], ids=["scanned", "unrolled"])
+def test_common_prefix_copied_for_two_rows(mono, scanned):
+    """Batch 1 under CFG (2 rows): the common prefix positions are computed once and copied into both rows' buffers
+    (no shared context: for 2 rows each row's own copy is the faster read); the same codes, greedy and sampled."""
+    _, ours = mono
+    cfg = ours.config.decoder
+    rng = np.random.default_rng(12)
+    P, C = 5, 3
+    prefix = rng.standard_normal((2, P, cfg.hidden_size)).astype(np.float32)
+    prefix[1, :C] = prefix[0, :C]
+    prefix = jnp.asarray(prefix)
+    assert sampling.common_prefix_length(prefix) == C
+    ids = np.full((1, cfg.num_codebooks, 1), cfg.pad_token_id)
+    fixed, pattern = sampling.build_delay_pattern(ids, cfg.pad_token_id, 14, cfg.audio_channels)
+    params = (stack_layers if scanned else unstack_layers)(ours.params["decoder"])
+    knobs = sampling.SamplingParams(jnp.float32(1.2), jnp.float32(0.95), jnp.float32(3.0))
+    spec = sampling._spec(cfg, 14, False, 0, False, True, common_prefix=C)
+    state = sampling._prefill(params, prefix, jnp.asarray(fixed), jax.random.PRNGKey(0), spec)
+    assert state.cache.context == () and state.cache.buffer_length == P + 14
+    for do_sample in (False, True):
+        run = functools.partial(
+            sampling.decode,
+            params,
+            prefix,
+            jnp.asarray(fixed),
+            jnp.asarray(pattern),
+            jax.random.PRNGKey(4),
+            knobs,
+            config=cfg,
+            max_length=14,
+            do_sample=do_sample,
+            top_k=6 if do_sample else 0,
+            use_top_p=do_sample,
+            use_cfg=True,
+        )
+        separate = np.asarray(run())
+        assert len(np.unique(separate[:, :, 4:])) > 1
+        np.testing.assert_array_equal(np.asarray(run(common_prefix=C)), separate)
