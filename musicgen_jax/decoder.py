@@ -380,7 +380,7 @@ class Decoder(nn.Module):
     """Token embeddings (summed over codebooks) behind a conditioning prefix, L scanned layers, K LM heads.
 
     Call with:
-      input_ids_BKT: int ``(B, K, T)`` codes in ``[0, V]`` (``V`` is BOS/pad).
+      input_ids_BKT: int ``(B, K, T)`` codes in ``[0, V]`` (``V`` is BOS/pad), or None: the prefix alone.
       prefix_BPD: optional float ``(B, P, D)`` conditioning states placed in front of the embedded tokens.
       cache: optional :class:`KVCache` in this module's layout; the new positions are written at ``cache_index``.
       cache_index: int scalar, how many positions the cache already holds, its read-only context included (0
@@ -415,10 +415,13 @@ class Decoder(nn.Module):
         cfg = self.config
         K, V, D = cfg.num_codebooks, cfg.vocab_size, cfg.hidden_size
         embed = self.param("embed", declared, (K, V + 1, D))
-        x_BKTD = embed[jnp.arange(K)[None, :, None], input_ids_BKT]
-        x_BTD = jnp.sum(x_BKTD, axis=1)
-        if prefix_BPD is not None:
-            x_BTD = jnp.concatenate([prefix_BPD.astype(x_BTD.dtype), x_BTD], axis=1)
+        if input_ids_BKT is None:  # the prefix alone (the prefill's common positions): no zero-length arrays
+            x_BTD = prefix_BPD.astype(embed.dtype)
+        else:
+            x_BKTD = embed[jnp.arange(K)[None, :, None], input_ids_BKT]
+            x_BTD = jnp.sum(x_BKTD, axis=1)
+            if prefix_BPD is not None:
+                x_BTD = jnp.concatenate([prefix_BPD.astype(x_BTD.dtype), x_BTD], axis=1)
         B, T = x_BTD.shape[:2]
 
         positions_T = cache_index + jnp.arange(T)

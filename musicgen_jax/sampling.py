@@ -290,10 +290,10 @@ def _prefill(decoder_params, conditions, prompt_BKQ, rng, spec: LoopSpec) -> Dec
     if C:
         common = conditions._replace(prefix_BPD=conditions.prefix_BPD[:1, :C])
         one_row = KVCache.zeros(spec.config, 1, C, dtype, scanned=scanned)
-        _, one_row = _pass(decoder_params, spec, tokens[:1, :, :0], one_row, 0, common)
+        _, one_row = _pass(decoder_params, spec, None, one_row, 0, common)
         context = (Segment(one_row.k, _transposed(one_row.v)),)
-    if P:
-        conditions = conditions._replace(prefix_BPD=conditions.prefix_BPD[:, C:])
+    if P:  # the rest of the prefix (none left: no prefix, rather than a zero-length one)
+        conditions = conditions._replace(prefix_BPD=conditions.prefix_BPD[:, C:] if C < P else None)
     own = P - C  # prefix positions each row (or the one unconditional row) computes for itself
     if not (spec.use_cfg and spec.shared_uncond and B > 1):
         if context and rows <= _COPY_COMMON_ROWS:
