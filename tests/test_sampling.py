@@ -84,6 +84,17 @@ def test_top_k_matches_hf_on_ties_zeros_and_infinities():
     the bench's size (2048 codes, k = 250) too, jitted."""
     rng = np.random.default_rng(7)
     filter_jit = jax.jit(sampling.top_k_filter, static_argnums=1)
+    # Not written to the persistent compilation cache: late in the full suite, writing these small programs crashed
+    # (SIGSEGV in jax's executable.serialize(), jax 0.10.2 CPU; not reproduced alone or in a shorter run; issue 21).
+    before = jax.config.jax_persistent_cache_min_compile_time_secs
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1e9)
+    try:
+        _check_top_k_cases(rng, filter_jit)
+    finally:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", before)
+
+
+def _check_top_k_cases(rng, filter_jit):
     for trial in range(30):
         V = 2048 if trial % 10 == 0 else int(rng.choice([1, 2, 7, 40, 299]))
         k = 250 if V == 2048 else int(rng.integers(1, V + 1))
