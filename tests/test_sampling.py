@@ -85,7 +85,8 @@ def test_top_k_matches_hf_on_ties_zeros_and_infinities():
     rng = np.random.default_rng(7)
     filter_jit = jax.jit(sampling.top_k_filter, static_argnums=1)
     # Not written to the persistent compilation cache: late in the full suite, writing these small programs crashed
-    # (SIGSEGV in jax's executable.serialize(), jax 0.10.2 CPU; not reproduced alone or in a shorter run; benchmarks/NOTES.md #24).
+    # (SIGSEGV in jax's executable.serialize(), jax 0.10.2 CPU; not reproduced alone or in a shorter run;
+    # benchmarks/NOTES.md #24).
     before = jax.config.jax_persistent_cache_min_compile_time_secs
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1e9)
     try:
