@@ -264,18 +264,21 @@ def _prefill(decoder_params, conditions, prompt_BKQ, rng, spec: LoopSpec) -> Dec
     rng = row_keys(rng, B)
     scanned = is_scanned(decoder_params)
     tokens = jnp.zeros((B, K, spec.max_length), jnp.int32).at[:, :, :Q].set(prompt_BKQ.astype(jnp.int32))
-    context = ()
+    shared_uncond = spec.use_cfg and spec.shared_uncond and B > 1
+    # Few rows: each row's buffer gets its own copy of the common positions (computed once all the same).
+    copy_common = C and not shared_uncond and rows <= _COPY_COMMON_ROWS
+    context, one_row = (), None
     if C:
         common = conditions._replace(prefix_BPD=conditions.prefix_BPD[:1, :C])
         one_row = KVCache.zeros(spec.config, 1, C, dtype, scanned=scanned)
         _, one_row = _pass(decoder_params, spec, None, one_row, 0, common)
-        context = (Segment(one_row.k, _transposed(one_row.v)),)
+        if not copy_common:
+            context = (Segment(one_row.k, _transposed(one_row.v)),)
     if P:  # the rest of the prefix (none left: no prefix, rather than a zero-length one)
         conditions = conditions._replace(prefix_BPD=conditions.prefix_BPD[:, C:] if C < P else None)
     own = P - C  # prefix positions each row (or the one unconditional row) computes for itself
-    if not (spec.use_cfg and spec.shared_uncond and B > 1):
-        if context and rows <= _COPY_COMMON_ROWS:
-            # Few rows: each row's buffer gets its own copy of the common positions (computed once all the same).
+    if not shared_uncond:
+        if copy_common:
             cache = KVCache.zeros(spec.config, rows, P + spec.max_length, dtype, scanned=scanned)
             cache = cache._replace(k=_write_rows(cache.k, one_row.k), v=_write_rows(cache.v, one_row.v))
         else:
@@ -366,8 +369,9 @@ def _finish(state: DecodeState, pattern_BKT, sampling, spec: LoopSpec):
 
 
 def _steps_spec(spec: LoopSpec) -> LoopSpec:
-    """The spec the steps compile under: ``shared_uncond`` and ``common_prefix`` only change the prefill (the steps
-    see their effect in the cache's shapes), so windows that differ only in them share step programs."""
+    """The spec the steps compile under: ``shared_uncond`` and ``common_prefix`` only change the prefill; the steps
+    follow the cache it builds (its shapes are part of their compiled key), so windows whose caches have the same
+    structure run the same step programs."""
     return dataclasses.replace(spec, shared_uncond=False, common_prefix=0)
 
 
@@ -475,6 +479,15 @@ def decode(
 
 
 _prefill_jit = jax.jit(_prefill, static_argnames=("spec",))
+
+
+def prefill(decoder_params, prefix_BPD, prompt_BKQ, rng, **static) -> DecodeState:
+    """:func:`decode`'s first program alone (same arguments, less the pattern and the sampling knobs): the loop's
+    state after the prefill, its KV cache (shared context included) ready for the first step. For benchmarks and
+    tools that time or inspect the steps."""
+    return _prefill_jit(decoder_params, prefix_BPD, prompt_BKQ, rng, spec=_spec(**static))
+
+
 _advance_jit = jax.jit(_advance, static_argnames=("spec",), donate_argnames=("state",))
 _finish_jit = jax.jit(_finish, static_argnames=("spec",))
 

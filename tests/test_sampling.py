@@ -195,6 +195,25 @@ def test_chunked_decode_equals_one_program(mono):
     assert timings["compile_seconds"] == 0 and timings["prefill_seconds"] > 0 and timings["decode_seconds"] > 0
 
 
+def _cfg_decoder(params, cfg, fixed, pattern, do_sample):
+    """``sampling.decode`` under CFG over a 14-position buffer, greedy or sampled (top-k 6 + top-p), awaiting the
+    prefix and the sharing flags."""
+    return functools.partial(
+        sampling.decode,
+        params,
+        prompt_BKQ=jnp.asarray(fixed),
+        pattern_BKT=jnp.asarray(pattern),
+        rng=jax.random.PRNGKey(4),
+        sampling=sampling.SamplingParams(jnp.float32(1.2), jnp.float32(0.95), jnp.float32(3.0)),
+        config=cfg,
+        max_length=14,
+        do_sample=do_sample,
+        top_k=6 if do_sample else 0,
+        use_top_p=do_sample,
+        use_cfg=True,
+    )
+
+
 @pytest.mark.parametrize("scanned", [True, False], ids=["scanned", "unrolled"])
 def test_shared_prefill_gives_the_same_codes(mono, scanned):
     """With CFG, generate's unconditional rows are identical, and without a melody every row begins with the same
@@ -221,22 +240,8 @@ def test_shared_prefill_gives_the_same_codes(mono, scanned):
     same = jnp.broadcast_to(prefix[:1], prefix.shape)  # every row the same
     assert sampling.common_prefix_length(same) == P
     params = (stack_layers if scanned else unstack_layers)(ours.params["decoder"])
-    knobs = sampling.SamplingParams(jnp.float32(1.2), jnp.float32(0.95), jnp.float32(3.0))
     for do_sample in (False, True):
-        run = functools.partial(
-            sampling.decode,
-            params,
-            prompt_BKQ=jnp.asarray(fixed),
-            pattern_BKT=jnp.asarray(pattern),
-            rng=jax.random.PRNGKey(4),
-            sampling=knobs,
-            config=cfg,
-            max_length=14,
-            do_sample=do_sample,
-            top_k=6 if do_sample else 0,
-            use_top_p=do_sample,
-            use_cfg=True,
-        )
+        run = _cfg_decoder(params, cfg, fixed, pattern, do_sample)
         separate = np.asarray(run(prefix_BPD=prefix))
         assert len(np.unique(separate[:, :, 4:])) > 1  # generated codes, not a constant
         for shared_uncond, common in [(True, 0), (False, C), (True, C)]:
@@ -270,8 +275,10 @@ def test_shared_context_steps_equal_full_forward(mono, scanned):
     decoder = Decoder(cfg, scan_layers=scanned)
     rows = jnp.concatenate([ids, ids], axis=0)
     full, _ = decoder.apply({"params": params}, rows, prefix)  # (2B, K, P + T, V)
-    spec = sampling._spec(cfg, T, False, 0, False, True, shared_uncond=True, common_prefix=C)
-    state = sampling._prefill(params, prefix, ids[:, :, :1], jax.random.PRNGKey(0), spec)
+    static = dict(config=cfg, max_length=T, do_sample=False, top_k=0, use_top_p=False, use_cfg=True)
+    state = sampling.prefill(
+        params, prefix, ids[:, :, :1], jax.random.PRNGKey(0), shared_uncond=True, common_prefix=C, **static
+    )
     assert len(state.cache.context) == 2 and state.cache.buffer_length == T and state.cache.capacity == P + T
     errs = [report("shared-context prefill", state.logits_BKV, full[:, :, P])]
     cache = state.cache
@@ -297,26 +304,11 @@ def test_common_prefix_copied_for_two_rows(mono, scanned):
     ids = np.full((1, cfg.num_codebooks, 1), cfg.pad_token_id)
     fixed, pattern = sampling.build_delay_pattern(ids, cfg.pad_token_id, 14, cfg.audio_channels)
     params = (stack_layers if scanned else unstack_layers)(ours.params["decoder"])
-    knobs = sampling.SamplingParams(jnp.float32(1.2), jnp.float32(0.95), jnp.float32(3.0))
-    spec = sampling._spec(cfg, 14, False, 0, False, True, common_prefix=C)
-    state = sampling._prefill(params, prefix, jnp.asarray(fixed), jax.random.PRNGKey(0), spec)
+    static = dict(config=cfg, max_length=14, do_sample=False, top_k=0, use_top_p=False, use_cfg=True)
+    state = sampling.prefill(params, prefix, jnp.asarray(fixed), jax.random.PRNGKey(0), **static, common_prefix=C)
     assert state.cache.context == () and state.cache.buffer_length == P + 14
     for do_sample in (False, True):
-        run = functools.partial(
-            sampling.decode,
-            params,
-            prefix,
-            jnp.asarray(fixed),
-            jnp.asarray(pattern),
-            jax.random.PRNGKey(4),
-            knobs,
-            config=cfg,
-            max_length=14,
-            do_sample=do_sample,
-            top_k=6 if do_sample else 0,
-            use_top_p=do_sample,
-            use_cfg=True,
-        )
-        separate = np.asarray(run())
+        run = _cfg_decoder(params, cfg, fixed, pattern, do_sample)
+        separate = np.asarray(run(prefix_BPD=prefix))
         assert len(np.unique(separate[:, :, 4:])) > 1
-        np.testing.assert_array_equal(np.asarray(run(common_prefix=C)), separate)
+        np.testing.assert_array_equal(np.asarray(run(prefix_BPD=prefix, common_prefix=C)), separate)

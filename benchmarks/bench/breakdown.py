@@ -55,11 +55,10 @@ def time_forward_step(model, batch: int, total: int, n: int, conditions):
     decoder = Decoder(dec, scan_layers=is_scanned(params))
     devices = len(jax.tree_util.tree_leaves(params)[0].sharding.device_set)
     sharing = prefix_sharing(model, conditions, batch) if devices == 1 else {}
-    spec = sampling._spec(dec, total, False, 0, False, True, **sharing)
     prompt = jnp.full((batch, dec.num_codebooks, 1), dec.bos_token_id, jnp.int32)
-    cache = jax.block_until_ready(
-        sampling._prefill_jit(params, conditions, prompt, jax.random.PRNGKey(0), spec=spec).cache
-    )
+    static = dict(config=dec, max_length=total, do_sample=False, top_k=0, use_top_p=False, use_cfg=True)
+    state = sampling.prefill(params, conditions, prompt, jax.random.PRNGKey(0), **static, **sharing)
+    cache = jax.block_until_ready(state.cache)
     cache_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(cache))
     ids = jnp.full((2 * batch, dec.num_codebooks, 1), dec.bos_token_id, jnp.int32)
     index = cache.capacity - total + 1
