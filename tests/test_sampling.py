@@ -70,12 +70,34 @@ def test_revert_delay_pattern_matches_hf_regrouping(mono):
     assert got.shape == (3, K, 10 - K)
 
 
-@pytest.mark.parametrize("top_k", [1, 5, 50])
+@pytest.mark.parametrize("top_k", [1, 5, 40, 50])
 def test_top_k_matches_hf(top_k):
     scores = np.random.default_rng(top_k).standard_normal((6, 40)).astype(np.float32)
     scores[0, :3] = scores[0, 3]  # ties at the threshold are kept by HF
     ref = TopKLogitsWarper(top_k)(None, torch.from_numpy(scores)).numpy()
     np.testing.assert_array_equal(np.asarray(sampling.top_k_filter(jnp.asarray(scores), top_k)), ref)
+
+
+def test_top_k_matches_hf_on_ties_zeros_and_infinities():
+    """The k-th largest is found by counting over the scores' bit patterns (not a sort): HF's filter on scores full
+    of ties, signed zeros (equal to each other), negative and positive infinities and huge or tiny magnitudes, at
+    the bench's size (2048 codes, k = 250) too, jitted."""
+    rng = np.random.default_rng(7)
+    filter_jit = jax.jit(sampling.top_k_filter, static_argnums=1)
+    for trial in range(30):
+        V = 2048 if trial % 10 == 0 else int(rng.choice([1, 2, 7, 40, 299]))
+        k = 250 if V == 2048 else int(rng.integers(1, V + 1))
+        scores = (rng.standard_normal((3, V)) * rng.choice([1e-30, 1.0, 1e30])).astype(np.float32)
+        if trial % 2:
+            scores = (np.round(scores * 2) / 2).astype(np.float32)  # many ties, and -0.0 next to 0.0
+        if trial % 3 == 0:
+            scores[:, ::7] = -np.inf
+        if trial % 4 == 0:
+            scores[:, ::11] = np.inf
+        if trial % 5 == 0:
+            scores[:, ::3], scores[:, 1::5] = -0.0, 0.0
+        ref = TopKLogitsWarper(k)(None, torch.from_numpy(scores)).numpy()
+        np.testing.assert_array_equal(np.asarray(filter_jit(jnp.asarray(scores), k)), ref, err_msg=f"{V=} {k=}")
 
 
 @pytest.mark.parametrize("top_p", [0.1, 0.5, 0.9, 0.999])
