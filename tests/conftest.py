@@ -30,7 +30,7 @@ def _max_map_count() -> int | None:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _release_compiled_programs():
+def _release_compiled_programs(request):
     """Frees each test module's compiled programs when the module ends.
 
     Every XLA:CPU executable keeps its code in a few memory mappings (3 for a small program, ~20 for a decoder
@@ -48,7 +48,8 @@ def _release_compiled_programs():
     regions, limit = _mapped_regions(), _max_map_count()
     if regions is not None and limit is not None and regions > 0.6 * limit:
         pytest.fail(
-            f"{regions} memory mappings after clearing jax's caches (vm.max_map_count {limit}): "
+            f"{request.module.__name__}: {regions} memory mappings after clearing jax's caches "
+            f"(vm.max_map_count {limit}): "
             "something outside jax's caches holds compiled programs",
             pytrace=False,
         )
