@@ -14,7 +14,9 @@ we count whole frames, which gives the same lengths without the rounding of ``in
 Each window is HF's ``generate`` continuing ``decoder_input_ids`` = its prompt frames. The programs are compiled for
 the full window's buffer: the first window and the steady ones differ only in the prefill's prompt length, and the
 last, shorter window runs the steady programs and stops early, so any duration runs the same small set of programs
-(:func:`musicgen_jax.sampling.run_loop`'s ``stop``). The KV cache and code buffer are sized by the window.
+(:func:`musicgen_jax.sampling.run_loop`'s ``stop``; a step program per phase of the KV cache,
+:func:`musicgen_jax.sampling.phase_ends`, for the first window's and the steady windows' prompt lengths). The KV
+cache and code buffer are sized by the window.
 """
 
 from __future__ import annotations

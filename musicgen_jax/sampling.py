@@ -5,6 +5,11 @@ Einsum letters: the package legend (``musicgen_jax/__init__.py``).
 The whole autoregressive loop is one XLA program: the prefix and the prompt codes are prefilled into a
 preallocated cache in one forward pass, then each scan step feeds one code per codebook and samples the next.
 No Python runs per step. Only the delay pattern (a small integer table) is built on the host, exactly as HF does.
+
+Long loops run in phases of the KV cache (:func:`phase_ends`): a step attends over its whole writable buffer, so the
+buffer covers one phase's positions, and at the phase's end it is sealed into read-only context in front of the
+next phase's buffer. A step then reads the keys and values written so far plus at most one phase, where one buffer
+for the whole loop would make every step read all ``max_length`` positions.
 """
 
 from __future__ import annotations
@@ -208,6 +213,12 @@ class LoopSpec:
     use_cfg: bool
     shared_uncond: bool = False  # every unconditional row has the same prefix and prompt: prefill it once
     common_prefix: int = 0  # leading prefix positions that are the same in every row: prefilled and kept once
+    phase_length: int = 0  # positions per phase of the KV cache's buffer (:func:`phase_ends`); 0: one phase
+    buffer_end: int = 0  # the code position where the cache's writable buffer ends (0: ``max_length``)
+
+    @property
+    def end(self) -> int:
+        return self.buffer_end or self.max_length
 
 
 def _pass(decoder_params, spec: LoopSpec, ids, cache, index, conditions: Conditions | None = None):
@@ -301,10 +312,10 @@ def _prefill(decoder_params, conditions, prompt_BKQ, rng, spec: LoopSpec) -> Dec
     own = P - C  # prefix positions each row (or the one unconditional row) computes for itself
     if not shared_uncond:
         if copy_common:
-            cache = KVCache.zeros(spec.config, rows, P + spec.max_length, dtype, scanned=scanned)
+            cache = KVCache.zeros(spec.config, rows, P + spec.end, dtype, scanned=scanned)
             cache = cache._replace(k=_write_rows(cache.k, one_row.k), v=_write_rows(cache.v, one_row.v))
         else:
-            cache = KVCache.zeros(spec.config, rows, own + spec.max_length, dtype, scanned=scanned, context=context)
+            cache = KVCache.zeros(spec.config, rows, own + spec.end, dtype, scanned=scanned, context=context)
         logits, cache = _run(decoder_params, spec, tokens[:, :, :Q], cache, C, conditions)
         return DecodeState(jnp.asarray(Q, jnp.int32), tokens, cache, logits, rng)
     # The B conditional rows and one unconditional row.
@@ -318,10 +329,10 @@ def _prefill(decoder_params, conditions, prompt_BKQ, rng, spec: LoopSpec) -> Dec
     def positions(x, start, stop):
         return jax.lax.slice_in_dim(x, start, stop, axis=pos_axis)
 
-    def buffer(x):  # the prompt's keys and values, copied to every unconditional row, in a buffer of max_length
+    def buffer(x):  # the prompt's keys and values, copied to every unconditional row, in the first phase's buffer
         prompt = _repeat_last_row(positions(x, own, own + Q), rows, axis=row_axis)
         pad = [(0, 0)] * x.ndim
-        pad[pos_axis] = (0, spec.max_length - Q)
+        pad[pos_axis] = (0, spec.end - Q)
         return jnp.pad(prompt, pad)
 
     if own:  # the prefix positions: the conditional rows' own and the one unconditional row's
@@ -371,8 +382,9 @@ def _transposed(v):
 def _advance(decoder_params, state: DecodeState, pattern_BKT, sampling, spec: LoopSpec, num_steps):
     """``num_steps`` loop steps: sample position ``step``, write it, run it through the decoder. ``num_steps`` may be
     traced (an int32 scalar): under jit one program then runs any number of steps (a progress chunk, a window's
-    steps, a last partial window), where a static count would compile one program per count."""
-    prefix_len = state.cache.capacity - spec.max_length
+    steps, a last partial window), where a static count would compile one program per count. The steps stay inside
+    the cache's buffer, which ends at code position ``spec.end``."""
+    prefix_len = state.cache.capacity - spec.end
 
     def step(_, state: DecodeState) -> DecodeState:
         ids_BK, rng = _sample(state, pattern_BKT, sampling, spec)
@@ -384,6 +396,52 @@ def _advance(decoder_params, state: DecodeState, pattern_BKT, sampling, spec: Lo
     return jax.lax.fori_loop(0, num_steps, step, state)
 
 
+def _seal(state: DecodeState, length: int) -> DecodeState:
+    """The next phase's cache: the full buffer becomes a read-only context :class:`Segment` (its values transposed
+    once, as a segment keeps them) and a buffer of ``length`` positions follows it.
+
+    The new buffer is the old one's first ``length`` positions (padded if longer), not zeros: a step writes its
+    position before any query can see it (the mask), so what it held is never read, and an array derived from the
+    old buffer keeps its placement on a mesh (rows over ``data``, heads over ``model``), where fresh zeros would be
+    placed by XLA's guess."""
+    cache = state.cache
+
+    def reused(x):
+        axis = x.ndim - 2  # (L, B, N, S, H) or (B, N, S, H)
+        part = jax.lax.slice_in_dim(x, 0, min(length, x.shape[axis]), axis=axis)
+        pad = [(0, 0)] * x.ndim
+        pad[axis] = (0, length - part.shape[axis])
+        return jnp.pad(part, pad)
+
+    sealed = Segment(cache.k, _transposed(cache.v))
+    k, v = (jax.tree_util.tree_map(reused, part) for part in (cache.k, cache.v))
+    return state._replace(cache=cache._replace(k=k, v=v, context=(*cache.context, sealed)))
+
+
+def phase_ends(first: int, max_length: int, phase_length: int) -> tuple[int, ...]:
+    """Where the KV cache's writable buffer ends in each phase of a loop from code position ``first`` (the prompt's
+    length) to ``max_length``, as code positions; the last is ``max_length``.
+
+    A step attends to every position of the buffer, written or not (static shapes; masked), so one buffer for the
+    whole loop makes every step read ``max_length`` positions of keys and values: at 30 s (1500 steps) that is more
+    than the weights at batch 4 and up. In phases, each step reads what is written plus the rest of its own
+    phase's buffer: the steps that run the decoder over positions ``[first, max_length - 1)`` are split into
+    ``ceil(n / phase_length)`` equal phases (0: one phase), and between two phases :func:`_seal` turns the full
+    buffer into read-only context. Each phase is one more compiled step program, so phases are long
+    (:data:`PHASE_LENGTH`)."""
+    forwards = max_length - 1 - first
+    if phase_length <= 0 or forwards <= phase_length:
+        return (max_length,)
+    n = -(-forwards // phase_length)
+    return tuple(first + -(-forwards * i // n) for i in range(1, n)) + (max_length,)
+
+
+# Positions per phase of the KV cache (:func:`phase_ends`). A phase costs one compiled step program (~2-3 s on a
+# 2-core CPU, once per machine with the compilation cache) and saves, per step, half a phase's positions of reads
+# on average: 1500 steps in 3 phases read ~35% less cache (benchmarks/NOTES.md #26).
+PHASE_LENGTH = 512
+
+
 def _finish(state: DecodeState, pattern_BKT, sampling, spec: LoopSpec):
     """The last position needs a sample but no forward pass after it."""
     ids_BK, _ = _sample(state, pattern_BKT, sampling, spec)
@@ -393,11 +451,22 @@ def _finish(state: DecodeState, pattern_BKT, sampling, spec: LoopSpec):
 def _steps_spec(spec: LoopSpec) -> LoopSpec:
     """The spec the steps compile under: ``shared_uncond`` and ``common_prefix`` only change the prefill; the steps
     follow the cache it builds (its shapes are part of their compiled key), so windows whose caches have the same
-    structure run the same step programs."""
-    return dataclasses.replace(spec, shared_uncond=False, common_prefix=0)
+    structure run the same step programs. ``phase_length`` only plans the phases (each phase's step program has its
+    ``buffer_end``)."""
+    return dataclasses.replace(spec, shared_uncond=False, common_prefix=0, phase_length=0)
 
 
-def _spec(config, max_length, do_sample, top_k, use_top_p, use_cfg, shared_uncond=False, common_prefix=0) -> LoopSpec:
+def _spec(
+    config,
+    max_length,
+    do_sample,
+    top_k,
+    use_top_p,
+    use_cfg,
+    shared_uncond=False,
+    common_prefix=0,
+    phase_length=None,
+) -> LoopSpec:
     return LoopSpec(
         config,
         int(max_length),
@@ -407,7 +476,15 @@ def _spec(config, max_length, do_sample, top_k, use_top_p, use_cfg, shared_uncon
         bool(use_cfg),
         bool(shared_uncond),
         int(common_prefix),
+        int(PHASE_LENGTH if phase_length is None else phase_length),
     )
+
+
+def _phases(spec: LoopSpec, first: int) -> tuple[LoopSpec, list[LoopSpec]]:
+    """The prefill's spec and each phase's step spec (:func:`phase_ends`)."""
+    ends = phase_ends(first, spec.max_length, spec.phase_length)
+    steps = _steps_spec(spec)
+    return dataclasses.replace(spec, buffer_end=ends[0]), [dataclasses.replace(steps, buffer_end=e) for e in ends]
 
 
 def common_prefix_length(conditions) -> int:
@@ -456,6 +533,7 @@ def prefix_sharing(conditions, prompt_BKQ, use_cfg: bool) -> dict:
         "use_cfg",
         "shared_uncond",
         "common_prefix",
+        "phase_length",
     ),
 )
 def decode(
@@ -474,6 +552,7 @@ def decode(
     use_cfg: bool,
     shared_uncond: bool = False,
     common_prefix: int = 0,
+    phase_length: int | None = None,
 ):
     """Generates the full delayed code buffer ``(B, K, max_length)`` int32, as one compiled program.
 
@@ -491,13 +570,24 @@ def decode(
         unconditional prefix once. Same codes.
       common_prefix: the first ``common_prefix`` prefix positions are the same in every row
         (:func:`common_prefix_length`): the prefill runs them as one row, and the steps read them once. Same codes.
+      phase_length: the KV cache's buffer grows in phases of about that many positions (:func:`phase_ends`; 0: one
+        buffer of ``max_length``; None: :data:`PHASE_LENGTH`), so that a step reads little more of it than is
+        written. Same codes.
     """
-    if max_length <= prompt_BKQ.shape[2]:
-        raise ValueError(f"max_length {max_length} leaves nothing to generate after {prompt_BKQ.shape[2]} positions")
-    spec = _spec(config, max_length, do_sample, top_k, use_top_p, use_cfg, shared_uncond, common_prefix)
+    first = prompt_BKQ.shape[2]
+    if max_length <= first:
+        raise ValueError(f"max_length {max_length} leaves nothing to generate after {first} positions")
+    spec = _spec(config, max_length, do_sample, top_k, use_top_p, use_cfg, shared_uncond, common_prefix, phase_length)
+    spec, phases = _phases(spec, first)
     state = _prefill(decoder_params, prefix_BPD, prompt_BKQ, rng, spec)
-    state = _advance(decoder_params, state, pattern_BKT, sampling, spec, max_length - prompt_BKQ.shape[2] - 1)
-    return _finish(state, pattern_BKT, sampling, spec)
+    position = first
+    for i, phase in enumerate(phases):
+        if i:
+            state = _seal(state, phase.end - phases[i - 1].end)
+        last = min(phase.end, max_length - 1)
+        state = _advance(decoder_params, state, pattern_BKT, sampling, phase, last - position)
+        position = last
+    return _finish(state, pattern_BKT, sampling, phases[-1])
 
 
 _prefill_jit = jax.jit(_prefill, static_argnames=("spec",))
@@ -506,11 +596,14 @@ _prefill_jit = jax.jit(_prefill, static_argnames=("spec",))
 def prefill(decoder_params, prefix_BPD, prompt_BKQ, rng, **static) -> DecodeState:
     """:func:`decode`'s first program alone (same arguments, less the pattern and the sampling knobs): the loop's
     state after the prefill, its KV cache (shared context included) ready for the first step. For benchmarks and
-    tools that time or inspect the steps."""
-    return _prefill_jit(decoder_params, prefix_BPD, prompt_BKQ, rng, spec=_spec(**static))
+    tools that time or inspect the steps; its buffer is the first phase's (``phase_length=0``: all of
+    ``max_length``)."""
+    spec, _ = _phases(_spec(**static), prompt_BKQ.shape[2])
+    return _prefill_jit(decoder_params, prefix_BPD, prompt_BKQ, rng, spec=spec)
 
 
 _advance_jit = jax.jit(_advance, static_argnames=("spec",), donate_argnames=("state",))
+_seal_jit = jax.jit(_seal, static_argnames=("length",), donate_argnames=("state",))
 _finish_jit = jax.jit(_finish, static_argnames=("spec",))
 
 
@@ -574,7 +667,8 @@ def run_loop(
     ``max_length`` positions, so a shorter run (long-form generation's last window) reuses the programs compiled
     for a full one. Positions from ``stop`` on are left as zeros.
     Each program compiles once per shape and static arguments (jit's cache); the step count is not one of them, so
-    any ``chunk`` and any ``stop`` run the same step program.
+    any ``chunk`` and any ``stop`` run the same step programs (one per phase of the cache, :func:`phase_ends`; a
+    chunk ends at a phase's end).
 
     Returns ``(tokens_BKT, timings)``: ``prefill_seconds``, ``decode_seconds`` (the steps) and ``compile_seconds``
     (tracing, lowering and XLA compilation during this call, excluded from the other two).
@@ -585,24 +679,30 @@ def run_loop(
         raise ValueError(f"max_length {stop} leaves nothing to generate after {prompt_BKQ.shape[2]} positions")
     if stop > spec.max_length:
         raise ValueError(f"stop {stop} is past the buffer's max_length {spec.max_length}")
-    total = stop - prompt_BKQ.shape[2]
-    steps = _steps_spec(spec)
+    first = prompt_BKQ.shape[2]
+    total = stop - first
+    spec, phases = _phases(spec, first)
     timings: dict = {"compile_seconds": 0.0}
     with _Phase(timings, "prefill_seconds"):
         state = jax.block_until_ready(_prefill_jit(decoder_params, prefix_BPD, prompt_BKQ, rng, spec=spec))
     with _Phase(timings, "decode_seconds"):
-        done, remaining = 1, total - 1  # the prefill's logits give the first position
-        size = remaining if chunk is None else chunk
-        while remaining > 0:
-            n = min(size, remaining)
-            state = _advance_jit(decoder_params, state, pattern_BKT, sampling, spec=steps, num_steps=np.int32(n))
-            remaining -= n
-            done += n
-            if on_chunk is not None:
-                jax.block_until_ready(state.step)
-                on_chunk(done, total)
+        position = first  # the next position the steps run through the decoder; the prefill's logits predict it
+        size = total if chunk is None else chunk
+        for i, phase in enumerate(phases):
+            last = min(phase.end, stop - 1)
+            if last <= position:
+                break
+            if i:
+                state = _seal_jit(state, length=phase.end - phases[i - 1].end)
+            while position < last:
+                n = min(size, last - position)
+                state = _advance_jit(decoder_params, state, pattern_BKT, sampling, spec=phase, num_steps=np.int32(n))
+                position += n
+                if on_chunk is not None:
+                    jax.block_until_ready(state.step)
+                    on_chunk(position + 1 - first, total)
         # Wait for the steps before the last program is dispatched: its first-call compile would otherwise overlap
         # them and be subtracted from them.
         jax.block_until_ready(state.step)
-        tokens = jax.block_until_ready(_finish_jit(state, pattern_BKT, sampling, spec=steps))
+        tokens = jax.block_until_ready(_finish_jit(state, pattern_BKT, sampling, spec=phases[-1]))
     return tokens, timings

@@ -74,6 +74,17 @@ def test_greedy_generate_matches_hf(mono, case):
     _compare(case, ours, hf_audio, hf_codes)
 
 
+@pytest.mark.parametrize(
+    "case", ["batch 1, text, cfg 3", "padded batch 3, text, cfg 3", "batch 2, text + melody, cfg 3"]
+)
+def test_greedy_generate_in_cache_phases_matches_hf(mono, case, monkeypatch):
+    """The KV cache's buffer in phases of 7 positions (6 phases over 40 steps, each sealed into read-only context
+    before the next; ``sampling.phase_ends``): the codes and audio of HF's one growing cache still."""
+    monkeypatch.setattr(sampling, "PHASE_LENGTH", 7)
+    assert len(sampling.phase_ends(1, 41, sampling.PHASE_LENGTH)) == 6
+    test_greedy_generate_matches_hf(mono, case)
+
+
 def test_unconditional_inputs_match_hf(mono):
     hf, ours = mono
     # what processor.get_unconditional_inputs gives: the tokenized empty text (just </s> = 1), mask all zero

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from musicgen_jax import MusicgenForConditionalGeneration, MusicgenMelodyForConditionalGeneration
+from musicgen_jax import MusicgenForConditionalGeneration, MusicgenMelodyForConditionalGeneration, sampling
 from musicgen_jax.config import MusicgenConfig
 from tests.helpers import hf_generate, report, save_hf_melody, save_hf_musicgen
 
@@ -90,6 +90,12 @@ def test_greedy_generate_matches_hf(models, case):
     kwargs = dict(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=30, guidance_scale=scale)
     hf_audio, hf_codes = hf_generate(hf, **kwargs)
     _compare(case, ours.generate(**kwargs, return_dict_in_generate=True), hf_audio, hf_codes)
+
+
+def test_greedy_generate_in_cache_phases_matches_hf(models, monkeypatch):
+    """Cross-attention decoder, KV cache buffer in phases of 8 positions (``sampling.phase_ends``)."""
+    monkeypatch.setattr(sampling, "PHASE_LENGTH", 8)
+    test_greedy_generate_matches_hf(models, "padded batch 3, cfg 3")
 
 
 @pytest.mark.parametrize("name", ["tester", "3 layers, no projection", "stereo"])

@@ -217,6 +217,30 @@ def test_chunked_decode_equals_one_program(mono):
     assert timings["compile_seconds"] == 0 and timings["prefill_seconds"] > 0 and timings["decode_seconds"] > 0
 
 
+def _cfg_prefix(rng, B, P, C, D):
+    """A CFG prefix ``(2B, P, D)``: B conditional rows, then B identical unconditional rows; its first C positions
+    the same in every row."""
+    cond = rng.standard_normal((B, P, D)).astype(np.float32)
+    uncond = np.repeat(rng.standard_normal((1, P, D)).astype(np.float32), B, axis=0)
+    prefix = np.concatenate([cond, uncond])
+    prefix[:, :C] = prefix[:1, :C]
+    return jnp.asarray(prefix)
+
+
+def _full_forward(ours, rng, prefix, B, T, scanned):
+    """Random codes ``(B, K, T)`` after BOS, the CFG rows ``(2B, K, T)``, the decoder in the layout, and the logits of
+    one full forward over every row's prefix and codes ``(2B, K, P + T, V)``."""
+    cfg = ours.config.decoder
+    ids = rng.integers(0, cfg.vocab_size, (B, cfg.num_codebooks, T))
+    ids[:, :, 0] = cfg.bos_token_id
+    ids = jnp.asarray(ids, jnp.int32)
+    params = (stack_layers if scanned else unstack_layers)(ours.params["decoder"])
+    decoder = Decoder(cfg, scan_layers=scanned)
+    rows = jnp.concatenate([ids, ids], axis=0)
+    full, _ = decoder.apply({"params": params}, rows, prefix)
+    return ids, rows, params, decoder, full
+
+
 def _cfg_decoder(params, cfg, fixed, pattern, do_sample):
     """``sampling.decode`` under CFG over a 14-position buffer, greedy or sampled (top-k 6 + top-p), awaiting the
     prefix and the sharing flags."""
@@ -234,6 +258,87 @@ def _cfg_decoder(params, cfg, fixed, pattern, do_sample):
         use_top_p=do_sample,
         use_cfg=True,
     )
+
+
+def test_phase_ends_split_the_steps_evenly():
+    # the steps run the decoder over positions [first, max_length - 1); each phase's buffer ends at a position
+    assert sampling.phase_ends(1, 14, 5) == (5, 9, 14)  # 12 forward positions: 3 phases of 4
+    assert sampling.phase_ends(1, 14, 12) == (14,)  # they fit in one
+    assert sampling.phase_ends(1, 14, 0) == (14,)  # 0: one phase
+    assert sampling.phase_ends(3, 1503, 512) == (503, 1003, 1503)
+    ends = sampling.phase_ends(4, 30, 4)
+    assert ends[-1] == 30 and all(b - a in (3, 4) for a, b in zip((4, *ends[:-1]), (*ends[:-1], 29), strict=True))
+
+
+@pytest.mark.parametrize("scanned", [True, False], ids=["scanned", "unrolled"])
+def test_cache_phases_give_the_same_codes(mono, scanned):
+    """The KV cache's buffer in phases (each full buffer sealed into read-only context, the next buffer after it)
+    gives the sampled codes of one buffer for the whole loop, with what the rows share kept once or not, as one
+    program (``decode``) or as programs the host runs (``run_loop``: in chunks, and stopped early). Greedy codes in
+    phases are checked against HF's generate (``tests/test_generate.py``)."""
+    _, ours = mono
+    cfg = ours.config.decoder
+    rng = np.random.default_rng(13)
+    B, P, C = 3, 5, 2
+    prefix = _cfg_prefix(rng, B, P, C, cfg.hidden_size)
+    ids = np.full((B, cfg.num_codebooks, 1), cfg.pad_token_id)
+    fixed, pattern = sampling.build_delay_pattern(ids, cfg.pad_token_id, 14, cfg.audio_channels)
+    params = (stack_layers if scanned else unstack_layers)(ours.params["decoder"])
+    run = _cfg_decoder(params, cfg, fixed, pattern, do_sample=True)
+    whole = np.asarray(run(prefix_BPD=prefix, phase_length=0))
+    assert len(np.unique(whole[:, :, 4:])) > 1
+    shared = {"shared_uncond": True, "common_prefix": C}
+    got = run(prefix_BPD=prefix, phase_length=5, **shared)  # phase_ends(1, 14, 5) == (5, 9, 14)
+    np.testing.assert_array_equal(np.asarray(got), whole)
+    if scanned:
+        return
+    got = run(prefix_BPD=prefix, phase_length=3)
+    np.testing.assert_array_equal(np.asarray(got), whole)
+    kw = {k: v for k, v in run.keywords.items() if k != "max_length"}
+    looped, _ = sampling.run_loop(*run.args, prefix, chunk=2, max_length=14, phase_length=5, **shared, **kw)
+    np.testing.assert_array_equal(np.asarray(looped), whole)
+    # stopped early, inside the second phase: the first 9 positions of the full run
+    short, _ = sampling.run_loop(*run.args, prefix, stop=9, max_length=14, phase_length=5, **shared, **kw)
+    np.testing.assert_array_equal(np.asarray(short)[:, :, :9], whole[:, :, :9])
+
+
+@pytest.mark.parametrize("scanned", [True, False], ids=["scanned", "unrolled"])
+def test_sealed_phases_steps_equal_full_forward(mono, scanned):
+    """Cached steps over a cache whose earlier phases were sealed into read-only context (after the shared prefix
+    context) give, position by position, the logits of one full forward."""
+    _, ours = mono
+    cfg = ours.config.decoder
+    rng = np.random.default_rng(6)
+    B, P, C, T = 2, 6, 3, 11
+    prefix = _cfg_prefix(rng, B, P, C, cfg.hidden_size)
+    ids, rows, params, decoder, full = _full_forward(ours, rng, prefix, B, T, scanned)
+    static = dict(config=cfg, max_length=T, do_sample=False, top_k=0, use_top_p=False, use_cfg=True)
+    ends = sampling.phase_ends(1, T, 3)
+    assert ends == (4, 7, 11)
+    state = sampling.prefill(
+        params,
+        prefix,
+        ids[:, :, :1],
+        jax.random.PRNGKey(0),
+        shared_uncond=True,
+        common_prefix=C,
+        phase_length=3,
+        **static,
+    )
+    assert state.cache.buffer_length == ends[0] and state.cache.capacity == P + ends[0]
+    errs = [report("phased prefill", state.logits_BKV, full[:, :, P])]
+    for t in range(1, T - 1):
+        if t in ends:
+            state = sampling._seal(state, ends[ends.index(t) + 1] - t)
+            assert state.cache.capacity == P + ends[ends.index(t) + 1] and state.cache.context_length == P + t
+        logits, cache = decoder.apply(
+            {"params": params}, rows[:, :, t : t + 1], None, cache=state.cache, cache_index=P + t
+        )
+        state = state._replace(cache=cache)
+        errs.append(float(np.abs(np.asarray(logits[:, :, 0]) - np.asarray(full[:, :, P + t])).max()))
+    assert len(state.cache.context) == 2 + len(ends) - 1
+    print(f"[parity] cache phases ({'scanned' if scanned else 'unrolled'}) steps vs full forward: {max(errs):.3e}")
+    assert max(errs) <= 1e-5
 
 
 @pytest.mark.parametrize("scanned", [True, False], ids=["scanned", "unrolled"])
@@ -285,18 +390,8 @@ def test_shared_context_steps_equal_full_forward(mono, scanned):
     cfg = ours.config.decoder
     rng = np.random.default_rng(5)
     B, P, C, T = 2, 6, 3, 7
-    cond = rng.standard_normal((B, P, cfg.hidden_size)).astype(np.float32)
-    uncond = np.repeat(rng.standard_normal((1, P, cfg.hidden_size)).astype(np.float32), B, axis=0)
-    prefix = np.concatenate([cond, uncond])
-    prefix[:, :C] = prefix[:1, :C]
-    prefix = jnp.asarray(prefix)
-    ids = rng.integers(0, cfg.vocab_size, (B, cfg.num_codebooks, T))
-    ids[:, :, 0] = cfg.bos_token_id
-    ids = jnp.asarray(ids, jnp.int32)
-    params = (stack_layers if scanned else unstack_layers)(ours.params["decoder"])
-    decoder = Decoder(cfg, scan_layers=scanned)
-    rows = jnp.concatenate([ids, ids], axis=0)
-    full, _ = decoder.apply({"params": params}, rows, prefix)  # (2B, K, P + T, V)
+    prefix = _cfg_prefix(rng, B, P, C, cfg.hidden_size)
+    ids, rows, params, decoder, full = _full_forward(ours, rng, prefix, B, T, scanned)
     static = dict(config=cfg, max_length=T, do_sample=False, top_k=0, use_top_p=False, use_cfg=True)
     state = sampling.prefill(
         params, prefix, ids[:, :, :1], jax.random.PRNGKey(0), shared_uncond=True, common_prefix=C, **static

@@ -192,6 +192,25 @@ def _device_checks() -> None:
         )
     )
 
+    # The KV cache in phases (sampling.phase_ends; 24 positions in phases of ~8): each phase's buffer and the
+    # sealed ones stay split over rows and heads, and the codes are the one-device codes of one buffer.
+    phased = dict(static, phase_length=8)
+    hlo = sampling.decode.lower(unrolled, *args, key, knobs, **phased).compile().as_text()
+    B2, N = 2 * BATCH, dec.num_attention_heads
+    lengths = sorted({prefix.shape[1] + 9, 7, 8})  # phase_ends(1, 24, 8) == (9, 16, 24), the prefix in the first
+    assert sampling.phase_ends(1, 24, 8) == (9, 16, 24)
+    split = [f"f32[{B2 // 2},{N // 4},{c},{dec.head_dim}]" for c in lengths]
+    whole = [f"f32[{B2},{N},{c},{dec.head_dim}]" for c in lengths] + [
+        f"f32[{B2},{N},{dec.head_dim},{c}]" for c in lengths
+    ]
+    results["phased_cache_split"] = all(s in hlo for s in split) and not any(w in hlo for w in whole)
+    results["phased_cache_shapes"] = sorted(set(re.findall(r"f32\[\d+,\d+,\d+,\d+\]", hlo)))
+    results["phased_codes_equal"] = bool(
+        np.array_equal(
+            np.asarray(sharding.decode(mesh, unrolled, prefix, fixed, pattern, key, knobs, **phased)), ref_codes
+        )
+    )
+
     # The front door: generate with sharded parameters gives the one-device codes.
     text = np.random.default_rng(2).integers(2, 90, (BATCH, 5))
     mask = np.ones_like(text)
@@ -203,6 +222,12 @@ def _device_checks() -> None:
     )
     results["generate_codes_equal"] = bool(np.array_equal(single.audio_codes, multi.audio_codes))
     results["generate_audio_diff"] = float(np.max(np.abs(single.sequences - multi.sequences)))
+    default_phase_length, sampling.PHASE_LENGTH = sampling.PHASE_LENGTH, 4  # the loop as host-run phases on the mesh
+    phased = MusicgenMelodyForConditionalGeneration(config, sharding.shard_params(params, mesh)).generate(
+        text, mask, **kwargs
+    )
+    sampling.PHASE_LENGTH = default_phase_length
+    results["phased_generate_codes_equal"] = bool(np.array_equal(single.audio_codes, phased.audio_codes))
     # Long-form windows (issue 18) on the mesh: 100 frames in windows of 40 every 24, each reading its melody.
     melody = np.random.default_rng(3).standard_normal((BATCH, 300)).astype(np.float32)
     long = dict(kwargs, max_new_tokens=None, duration=0.0125, window_duration=0.005, extend_stride=0.003)
@@ -396,11 +421,14 @@ def test_kv_cache_stays_split_inside_the_decode_loop(results):
     assert results["cache_split"], f"KV cache buffers in the compiled loop: {results['cache_shapes']}"
     assert results["unrolled_cache_split"], f"per-layer KV caches in the loop: {results['unrolled_cache_shapes']}"
     assert results["unrolled_codes_equal"]
+    assert results["phased_cache_split"], f"KV caches in the phased loop: {results['phased_cache_shapes']}"
+    assert results["phased_codes_equal"]
 
 
 def test_generate_with_sharded_params(results):
     assert results["generate_codes_equal"]
     assert results["generate_audio_diff"] <= 1e-5
+    assert results["phased_generate_codes_equal"]
     assert results["long_form_windows"] == 4 and results["long_form_codes_equal"]
 
 

@@ -56,7 +56,8 @@ def time_forward_step(model, batch: int, total: int, n: int, conditions):
     devices = len(jax.tree_util.tree_leaves(params)[0].sharding.device_set)
     sharing = prefix_sharing(model, conditions, batch) if devices == 1 else {}
     prompt = jnp.full((batch, dec.num_codebooks, 1), dec.bos_token_id, jnp.int32)
-    static = dict(config=dec, max_length=total, do_sample=False, top_k=0, use_top_p=False, use_cfg=True)
+    # one buffer for all ``total`` positions (no cache phases): the step at the end of a run, its most to read
+    static = dict(config=dec, max_length=total, do_sample=False, top_k=0, use_top_p=False, use_cfg=True, phase_length=0)
     state = sampling.prefill(params, conditions, prompt, jax.random.PRNGKey(0), **static, **sharing)
     cache = jax.block_until_ready(state.cache)
     cache_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(cache))
