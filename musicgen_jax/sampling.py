@@ -436,9 +436,9 @@ def phase_ends(first: int, max_length: int, phase_length: int) -> tuple[int, ...
     return tuple(first + -(-forwards * i // n) for i in range(1, n)) + (max_length,)
 
 
-# Positions per phase of the KV cache (:func:`phase_ends`). A phase costs one compiled step program (~2-3 s on a
-# 2-core CPU, once per machine with the compilation cache) and saves, per step, half a phase's positions of reads
-# on average: 1500 steps in 3 phases read ~35% less cache (benchmarks/NOTES.md #26).
+# Positions per phase of the KV cache (:func:`phase_ends`). A phase costs one compiled step program (2-5 s cold on
+# a 2-core CPU, once per machine with the compilation cache) and saves, per step, the unwritten positions of every
+# later phase: 1500 steps in 3 phases ran ~7% faster at batch 1 (benchmarks/NOTES.md #26), phases of 250 no faster.
 PHASE_LENGTH = 512
 
 
@@ -693,6 +693,9 @@ def run_loop(
             if last <= position:
                 break
             if i:
+                # the last phase's steps first: the next phase's programs may compile now, and a compile that
+                # overlapped the running steps would be subtracted from their time (and slow them down)
+                jax.block_until_ready(state.step)
                 state = _seal_jit(state, length=phase.end - phases[i - 1].end)
             while position < last:
                 n = min(size, last - position)
