@@ -396,7 +396,7 @@ def _advance(decoder_params, state: DecodeState, pattern_BKT, sampling, spec: Lo
     return jax.lax.fori_loop(0, num_steps, step, state)
 
 
-def _seal(state: DecodeState, length: int) -> DecodeState:
+def seal(state: DecodeState, length: int) -> DecodeState:
     """The next phase's cache: the full buffer becomes a read-only context :class:`Segment` (its values transposed
     once, as a segment keeps them) and a buffer of ``length`` positions follows it.
 
@@ -426,7 +426,7 @@ def phase_ends(first: int, max_length: int, phase_length: int) -> tuple[int, ...
     whole loop makes every step read ``max_length`` positions of keys and values: at 30 s (1500 steps) that is more
     than the weights at batch 4 and up. In phases, each step reads what is written plus the rest of its own
     phase's buffer: the steps that run the decoder over positions ``[first, max_length - 1)`` are split into
-    ``ceil(n / phase_length)`` equal phases (0: one phase), and between two phases :func:`_seal` turns the full
+    ``ceil(n / phase_length)`` equal phases (0: one phase), and between two phases :func:`seal` turns the full
     buffer into read-only context. Each phase is one more compiled step program, so phases are long
     (:data:`PHASE_LENGTH`)."""
     forwards = max_length - 1 - first
@@ -481,10 +481,25 @@ def _spec(
 
 
 def _phases(spec: LoopSpec, first: int) -> tuple[LoopSpec, list[LoopSpec]]:
-    """The prefill's spec and each phase's step spec (:func:`phase_ends`)."""
+    """The prefill's spec and each phase's step spec (:func:`phase_ends`); ``phase_length`` only plans them, so it
+    is left out of every compiled program's key."""
     ends = phase_ends(first, spec.max_length, spec.phase_length)
     steps = _steps_spec(spec)
-    return dataclasses.replace(spec, buffer_end=ends[0]), [dataclasses.replace(steps, buffer_end=e) for e in ends]
+    prefill = dataclasses.replace(spec, phase_length=0, buffer_end=ends[0])
+    return prefill, [dataclasses.replace(steps, buffer_end=e) for e in ends]
+
+
+def _spans(phases: list[LoopSpec], first: int, stop: int):
+    """Each phase that runs before ``stop``: ``(spec, seal, start, last)``, the decoder running the steps over
+    positions ``[start, last)`` after :func:`seal` gave the cache a buffer of ``seal`` positions (None: the
+    prefill's buffer)."""
+    start = first
+    for i, phase in enumerate(phases):
+        last = min(phase.end, stop - 1)
+        if last <= start:
+            return
+        yield phase, (phase.end - phases[i - 1].end if i else None), start, last
+        start = last
 
 
 def common_prefix_length(conditions) -> int:
@@ -580,13 +595,10 @@ def decode(
     spec = _spec(config, max_length, do_sample, top_k, use_top_p, use_cfg, shared_uncond, common_prefix, phase_length)
     spec, phases = _phases(spec, first)
     state = _prefill(decoder_params, prefix_BPD, prompt_BKQ, rng, spec)
-    position = first
-    for i, phase in enumerate(phases):
-        if i:
-            state = _seal(state, phase.end - phases[i - 1].end)
-        last = min(phase.end, max_length - 1)
-        state = _advance(decoder_params, state, pattern_BKT, sampling, phase, last - position)
-        position = last
+    for phase, length, start, last in _spans(phases, first, max_length):
+        if length is not None:
+            state = seal(state, length)
+        state = _advance(decoder_params, state, pattern_BKT, sampling, phase, last - start)
     return _finish(state, pattern_BKT, sampling, phases[-1])
 
 
@@ -603,7 +615,7 @@ def prefill(decoder_params, prefix_BPD, prompt_BKQ, rng, **static) -> DecodeStat
 
 
 _advance_jit = jax.jit(_advance, static_argnames=("spec",), donate_argnames=("state",))
-_seal_jit = jax.jit(_seal, static_argnames=("length",), donate_argnames=("state",))
+_seal_jit = jax.jit(seal, static_argnames=("length",), donate_argnames=("state",))
 _finish_jit = jax.jit(_finish, static_argnames=("spec",))
 
 
@@ -686,17 +698,13 @@ def run_loop(
     with _Phase(timings, "prefill_seconds"):
         state = jax.block_until_ready(_prefill_jit(decoder_params, prefix_BPD, prompt_BKQ, rng, spec=spec))
     with _Phase(timings, "decode_seconds"):
-        position = first  # the next position the steps run through the decoder; the prefill's logits predict it
         size = total if chunk is None else chunk
-        for i, phase in enumerate(phases):
-            last = min(phase.end, stop - 1)
-            if last <= position:
-                break
-            if i:
+        for phase, length, position, last in _spans(phases, first, stop):
+            if length is not None:
                 # the last phase's steps first: the next phase's programs may compile now, and a compile that
                 # overlapped the running steps would be subtracted from their time (and slow them down)
                 jax.block_until_ready(state.step)
-                state = _seal_jit(state, length=phase.end - phases[i - 1].end)
+                state = _seal_jit(state, length=length)
             while position < last:
                 n = min(size, last - position)
                 state = _advance_jit(decoder_params, state, pattern_BKT, sampling, spec=phase, num_steps=np.int32(n))

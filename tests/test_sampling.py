@@ -329,7 +329,7 @@ def test_sealed_phases_steps_equal_full_forward(mono, scanned):
     errs = [report("phased prefill", state.logits_BKV, full[:, :, P])]
     for t in range(1, T - 1):
         if t in ends:
-            state = sampling._seal(state, ends[ends.index(t) + 1] - t)
+            state = sampling.seal(state, ends[ends.index(t) + 1] - t)
             assert state.cache.capacity == P + ends[ends.index(t) + 1] and state.cache.context_length == P + t
         logits, cache = decoder.apply(
             {"params": params}, rows[:, :, t : t + 1], None, cache=state.cache, cache_index=P + t
