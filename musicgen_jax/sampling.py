@@ -215,6 +215,7 @@ class LoopSpec:
     common_prefix: int = 0  # leading prefix positions that are the same in every row: prefilled and kept once
     phase_length: int = 0  # positions per phase of the KV cache's buffer (:func:`phase_ends`); 0: one phase
     buffer_end: int = 0  # the code position where the cache's writable buffer ends (0: ``max_length``)
+    slack: int = 0  # unwritten positions after the buffer's end (masked; :func:`buffer_slack`)
 
     @property
     def end(self) -> int:
@@ -298,8 +299,7 @@ def _prefill(decoder_params, conditions, prompt_BKQ, rng, spec: LoopSpec) -> Dec
     scanned = is_scanned(decoder_params)
     tokens = jnp.zeros((B, K, spec.max_length), jnp.int32).at[:, :, :Q].set(prompt_BKQ.astype(jnp.int32))
     shared_uncond = spec.use_cfg and spec.shared_uncond and B > 1
-    # Few rows: each row's buffer gets its own copy of the common positions (computed once all the same).
-    copy_common = C and not shared_uncond and rows <= _COPY_COMMON_ROWS
+    copy_common = _copies_common(spec, B)
     context, one_row = (), None
     if C:
         common = conditions._replace(prefix_BPD=conditions.prefix_BPD[:1, :C])
@@ -311,11 +311,12 @@ def _prefill(decoder_params, conditions, prompt_BKQ, rng, spec: LoopSpec) -> Dec
         conditions = conditions._replace(prefix_BPD=conditions.prefix_BPD[:, C:] if C < P else None)
     own = P - C  # prefix positions each row (or the one unconditional row) computes for itself
     if not shared_uncond:
+        positions = spec.end + spec.slack  # the buffer's code positions, then its unwritten slack
         if copy_common:
-            cache = KVCache.zeros(spec.config, rows, P + spec.end, dtype, scanned=scanned)
+            cache = KVCache.zeros(spec.config, rows, P + positions, dtype, scanned=scanned)
             cache = cache._replace(k=_write_rows(cache.k, one_row.k), v=_write_rows(cache.v, one_row.v))
         else:
-            cache = KVCache.zeros(spec.config, rows, own + spec.end, dtype, scanned=scanned, context=context)
+            cache = KVCache.zeros(spec.config, rows, own + positions, dtype, scanned=scanned, context=context)
         logits, cache = _run(decoder_params, spec, tokens[:, :, :Q], cache, C, conditions)
         return DecodeState(jnp.asarray(Q, jnp.int32), tokens, cache, logits, rng)
     # The B conditional rows and one unconditional row.
@@ -332,7 +333,7 @@ def _prefill(decoder_params, conditions, prompt_BKQ, rng, spec: LoopSpec) -> Dec
     def buffer(x):  # the prompt's keys and values, copied to every unconditional row, in the first phase's buffer
         prompt = _repeat_last_row(positions(x, own, own + Q), rows, axis=row_axis)
         pad = [(0, 0)] * x.ndim
-        pad[pos_axis] = (0, spec.end - Q)
+        pad[pos_axis] = (0, spec.end + spec.slack - Q)
         return jnp.pad(prompt, pad)
 
     if own:  # the prefix positions: the conditional rows' own and the one unconditional row's
@@ -360,6 +361,22 @@ def _prefill(decoder_params, conditions, prompt_BKQ, rng, spec: LoopSpec) -> Dec
 _COPY_COMMON_ROWS = 2
 
 
+def _copies_common(spec: LoopSpec, batch: int) -> bool:
+    """Whether the prefill copies the common prefix positions into each row's own buffer (few rows: each row's
+    buffer gets its own copy, computed once all the same) rather than keeping them once as shared context."""
+    shared_uncond = spec.use_cfg and spec.shared_uncond and batch > 1
+    rows = 2 * batch if spec.use_cfg else batch
+    return bool(spec.common_prefix) and not shared_uncond and rows <= _COPY_COMMON_ROWS
+
+
+def _buffer_prefix(spec: LoopSpec, prefix_length: int, batch: int) -> int:
+    """Positions the prefill's buffer holds in front of code position 0: the prefix positions each row keeps in its
+    own buffer (none when the unconditional rows share theirs: the prefix then lives in context segments)."""
+    if spec.use_cfg and spec.shared_uncond and batch > 1:
+        return 0
+    return prefix_length if _copies_common(spec, batch) else prefix_length - spec.common_prefix
+
+
 def _write_rows(buffer, common):
     """``common`` (one row, the first C positions; a cache part: one array or a tuple) written into every row of
     ``buffer`` at positions ``[0, C)``."""
@@ -384,7 +401,7 @@ def _advance(decoder_params, state: DecodeState, pattern_BKT, sampling, spec: Lo
     traced (an int32 scalar): under jit one program then runs any number of steps (a progress chunk, a window's
     steps, a last partial window), where a static count would compile one program per count. The steps stay inside
     the cache's buffer, which ends at code position ``spec.end``."""
-    prefix_len = state.cache.capacity - spec.end
+    prefix_len = state.cache.capacity - spec.end - spec.slack
 
     def step(_, state: DecodeState) -> DecodeState:
         ids_BK, rng = _sample(state, pattern_BKT, sampling, spec)
@@ -438,8 +455,26 @@ def phase_ends(first: int, max_length: int, phase_length: int) -> tuple[int, ...
 
 # Positions per phase of the KV cache (:func:`phase_ends`). A phase costs one compiled step program (2-5 s cold on
 # a 2-core CPU, once per machine with the compilation cache) and saves, per step, the unwritten positions of every
-# later phase: 1500 steps in 3 phases ran ~7% faster at batch 1 (benchmarks/NOTES.md #26), phases of 250 no faster.
-PHASE_LENGTH = 512
+# later phase. 1024: a loop of more than 1024 steps splits into phases of more than 512 positions each, which keeps
+# every (row, head) keys and values matrix above XLA:CPU's one-thread matrix-vector size (:func:`buffer_slack`):
+# 1500 steps at batch 4 in 2 phases of 750 ran 14% faster than one buffer, in 3 phases of 500 5% (benchmarks/NOTES.md
+# #27).
+PHASE_LENGTH = 1024
+
+# XLA:CPU (jax 0.10) runs a matrix-vector product over a matrix of up to this many elements on one thread, and a
+# larger one on all cores: a step's attention over a (row, head) matrix of 512 x 64 keys reads at ~32 GB/s on the
+# 2-core machines, over 513 x 64 at ~47 GB/s (benchmarks/NOTES.md #27).
+ONE_THREAD_GEMV = 32768
+
+
+def buffer_slack(positions: int, head_dim: int) -> int:
+    """Unwritten positions to add after a KV cache buffer of ``positions`` positions (the loop's last or only one;
+    masked, so the numbers are unchanged): on CPU, a buffer just under XLA:CPU's one-thread matrix-vector size is
+    padded past it, where reading 14% more at most runs on every core. 0 elsewhere (other backends, other sizes)."""
+    threaded = ONE_THREAD_GEMV // head_dim + 1
+    if jax.default_backend() != "cpu" or not threaded * 7 // 8 <= positions < threaded:
+        return 0
+    return threaded - positions
 
 
 def _finish(state: DecodeState, pattern_BKT, sampling, spec: LoopSpec):
@@ -480,25 +515,36 @@ def _spec(
     )
 
 
-def _phases(spec: LoopSpec, first: int) -> tuple[LoopSpec, list[LoopSpec]]:
+def _phases(spec: LoopSpec, first: int, in_front: int) -> tuple[LoopSpec, list[LoopSpec]]:
     """The prefill's spec and each phase's step spec (:func:`phase_ends`); ``phase_length`` only plans them, so it
-    is left out of every compiled program's key."""
+    is left out of every compiled program's key. ``in_front``: the positions the prefill's buffer holds in front of
+    code position 0 (:func:`_buffer_prefix`); with the phases they size the last buffer, and so its slack
+    (:func:`buffer_slack`)."""
     ends = phase_ends(first, spec.max_length, spec.phase_length)
+    last = in_front + ends[0] if len(ends) == 1 else ends[-1] - ends[-2]
+    slack = buffer_slack(last, spec.config.head_dim)
     steps = _steps_spec(spec)
-    prefill = dataclasses.replace(spec, phase_length=0, buffer_end=ends[0])
-    return prefill, [dataclasses.replace(steps, buffer_end=e) for e in ends]
+    prefill = dataclasses.replace(spec, phase_length=0, buffer_end=ends[0], slack=slack if len(ends) == 1 else 0)
+    phases = [dataclasses.replace(steps, buffer_end=e, slack=slack if e == ends[-1] else 0) for e in ends]
+    return prefill, phases
+
+
+def _plan(spec: LoopSpec, prefix_BPD, prompt_BKQ) -> tuple[LoopSpec, list[LoopSpec]]:
+    """:func:`_phases` for these conditions and prompt."""
+    B, _, first = prompt_BKQ.shape
+    return _phases(spec, first, _buffer_prefix(spec, as_conditions(prefix_BPD).prefix_length, B))
 
 
 def _spans(phases: list[LoopSpec], first: int, stop: int):
     """Each phase that runs before ``stop``: ``(spec, seal, start, last)``, the decoder running the steps over
-    positions ``[start, last)`` after :func:`seal` gave the cache a buffer of ``seal`` positions (None: the
-    prefill's buffer)."""
+    positions ``[start, last)`` after :func:`seal` gave the cache a buffer of ``seal`` positions, its slack
+    included (None: the prefill's buffer)."""
     start = first
     for i, phase in enumerate(phases):
         last = min(phase.end, stop - 1)
         if last <= start:
             return
-        yield phase, (phase.end - phases[i - 1].end if i else None), start, last
+        yield phase, (phase.end - phases[i - 1].end + phase.slack if i else None), start, last
         start = last
 
 
@@ -593,7 +639,7 @@ def decode(
     if max_length <= first:
         raise ValueError(f"max_length {max_length} leaves nothing to generate after {first} positions")
     spec = _spec(config, max_length, do_sample, top_k, use_top_p, use_cfg, shared_uncond, common_prefix, phase_length)
-    spec, phases = _phases(spec, first)
+    spec, phases = _plan(spec, prefix_BPD, prompt_BKQ)
     state = _prefill(decoder_params, prefix_BPD, prompt_BKQ, rng, spec)
     for phase, length, start, last in _spans(phases, first, max_length):
         if length is not None:
@@ -610,7 +656,7 @@ def prefill(decoder_params, prefix_BPD, prompt_BKQ, rng, **static) -> DecodeStat
     state after the prefill, its KV cache (shared context included) ready for the first step. For benchmarks and
     tools that time or inspect the steps; its buffer is the first phase's (``phase_length=0``: all of
     ``max_length``)."""
-    spec, _ = _phases(_spec(**static), prompt_BKQ.shape[2])
+    spec, _ = _plan(_spec(**static), prefix_BPD, prompt_BKQ)
     return _prefill_jit(decoder_params, prefix_BPD, prompt_BKQ, rng, spec=spec)
 
 
@@ -693,7 +739,7 @@ def run_loop(
         raise ValueError(f"stop {stop} is past the buffer's max_length {spec.max_length}")
     first = prompt_BKQ.shape[2]
     total = stop - first
-    spec, phases = _phases(spec, first)
+    spec, phases = _plan(spec, prefix_BPD, prompt_BKQ)
     timings: dict = {"compile_seconds": 0.0}
     with _Phase(timings, "prefill_seconds"):
         state = jax.block_until_ready(_prefill_jit(decoder_params, prefix_BPD, prompt_BKQ, rng, spec=spec))

@@ -266,8 +266,23 @@ def test_phase_ends_split_the_steps_evenly():
     assert sampling.phase_ends(1, 14, 12) == (14,)  # they fit in one
     assert sampling.phase_ends(1, 14, 0) == (14,)  # 0: one phase
     assert sampling.phase_ends(3, 1503, 512) == (503, 1003, 1503)
+    assert sampling.phase_ends(1, 1501, sampling.PHASE_LENGTH) == (751, 1501)  # 30 s: 2 phases of 750 positions
+    assert sampling.phase_ends(1, 1025, sampling.PHASE_LENGTH) == (1025,)  # up to 1024 steps: one buffer
     ends = sampling.phase_ends(4, 30, 4)
     assert ends[-1] == 30 and all(b - a in (3, 4) for a, b in zip((4, *ends[:-1]), (*ends[:-1], 29), strict=True))
+
+
+def _sampled_case(ours, scanned: bool):
+    """The sampled CFG loop of the phase tests (3 rows, a 5-position prefix whose first 2 are common, 14 positions):
+    ``(config, prefix, prompt, the decode partial, its codes with one buffer)``."""
+    cfg = ours.config.decoder
+    B, P, C = 3, 5, 2
+    prefix = _cfg_prefix(np.random.default_rng(13), B, P, C, cfg.hidden_size)
+    ids = np.full((B, cfg.num_codebooks, 1), cfg.pad_token_id)
+    fixed, pattern = sampling.build_delay_pattern(ids, cfg.pad_token_id, 14, cfg.audio_channels)
+    params = (stack_layers if scanned else unstack_layers)(ours.params["decoder"])
+    run = _cfg_decoder(params, cfg, fixed, pattern, do_sample=True)
+    return cfg, prefix, fixed, run, np.asarray(run(prefix_BPD=prefix, phase_length=0))
 
 
 @pytest.mark.parametrize("scanned", [True, False], ids=["scanned", "unrolled"])
@@ -276,18 +291,9 @@ def test_cache_phases_give_the_same_codes(mono, scanned):
     gives the sampled codes of one buffer for the whole loop, with what the rows share kept once or not, as one
     program (``decode``) or as programs the host runs (``run_loop``: in chunks, and stopped early). Greedy codes in
     phases are checked against HF's generate (``tests/test_generate.py``)."""
-    _, ours = mono
-    cfg = ours.config.decoder
-    rng = np.random.default_rng(13)
-    B, P, C = 3, 5, 2
-    prefix = _cfg_prefix(rng, B, P, C, cfg.hidden_size)
-    ids = np.full((B, cfg.num_codebooks, 1), cfg.pad_token_id)
-    fixed, pattern = sampling.build_delay_pattern(ids, cfg.pad_token_id, 14, cfg.audio_channels)
-    params = (stack_layers if scanned else unstack_layers)(ours.params["decoder"])
-    run = _cfg_decoder(params, cfg, fixed, pattern, do_sample=True)
-    whole = np.asarray(run(prefix_BPD=prefix, phase_length=0))
+    cfg, prefix, fixed, run, whole = _sampled_case(mono[1], scanned)
     assert len(np.unique(whole[:, :, 4:])) > 1
-    shared = {"shared_uncond": True, "common_prefix": C}
+    shared = {"shared_uncond": True, "common_prefix": 2}
     got = run(prefix_BPD=prefix, phase_length=5, **shared)  # phase_ends(1, 14, 5) == (5, 9, 14)
     np.testing.assert_array_equal(np.asarray(got), whole)
     if scanned:
@@ -300,6 +306,43 @@ def test_cache_phases_give_the_same_codes(mono, scanned):
     # stopped early, inside the second phase: the first 9 positions of the full run
     short, _ = sampling.run_loop(*run.args, prefix, stop=9, max_length=14, phase_length=5, **shared, **kw)
     np.testing.assert_array_equal(np.asarray(short)[:, :, :9], whole[:, :, :9])
+
+
+def test_buffer_slack_pads_a_buffer_just_under_the_one_thread_size(monkeypatch):
+    # XLA:CPU's matrix-vector product runs on one thread up to 32768 matrix elements: 512 positions of 64 dims
+    assert sampling.buffer_slack(504, 64) == 9  # batch 1, 256 steps: 248 prefix positions + 256 in one buffer
+    assert sampling.buffer_slack(512, 64) == 1  # batch 4, 10 s: 12 text positions + 500
+    assert sampling.buffer_slack(513, 64) == 0 and sampling.buffer_slack(1500, 64) == 0
+    assert sampling.buffer_slack(448, 64) == 65 and sampling.buffer_slack(447, 64) == 0  # 14.5% more at most
+    assert sampling.buffer_slack(1020, 32) == 5
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert sampling.buffer_slack(504, 64) == 0  # a CPU matter only
+
+
+def test_buffer_slack_gives_the_same_codes(mono, monkeypatch):
+    """The last buffer's slack (unwritten positions after its end, :func:`sampling.buffer_slack`) changes no code: in
+    one buffer (``decode`` and ``run_loop``), and in the last phase's buffer after sealed phases."""
+    cfg, prefix, fixed, run, whole = _sampled_case(mono[1], scanned=False)
+    P = prefix.shape[1]
+    static = {k: v for k, v in run.keywords.items() if k in ("config", "max_length", "do_sample", "top_k")}
+    static.update(use_top_p=True, use_cfg=True)
+    # one buffer of P + 14 = 19 positions; the one-thread size made 20 positions: 2 positions of slack
+    monkeypatch.setattr(sampling, "ONE_THREAD_GEMV", 20 * cfg.head_dim)
+    state = sampling.prefill(run.args[0], prefix, fixed, jax.random.PRNGKey(0), phase_length=0, **static)
+    assert state.cache.buffer_length == P + 14 + 2
+    sampling.decode.clear_cache()  # its program planned the cache under the old size (the plan is traced)
+    np.testing.assert_array_equal(np.asarray(run(prefix_BPD=prefix, phase_length=0)), whole)
+    kw = {k: v for k, v in run.keywords.items() if k != "max_length"}
+    looped, _ = sampling.run_loop(*run.args, prefix, chunk=4, max_length=14, phase_length=0, **kw)
+    np.testing.assert_array_equal(np.asarray(looped), whole)
+    # phases (5, 9, 14): the last buffer holds 5 positions; a one-thread size of 5 positions gives it 1 of slack
+    monkeypatch.setattr(sampling, "ONE_THREAD_GEMV", 5 * cfg.head_dim)
+    assert sampling.buffer_slack(5, cfg.head_dim) == 1  # (a slack the buffer lacked would shift every position)
+    sampling.decode.clear_cache()
+    shared = {"shared_uncond": True, "common_prefix": 2}
+    np.testing.assert_array_equal(np.asarray(run(prefix_BPD=prefix, phase_length=5, **shared)), whole)
+    looped, _ = sampling.run_loop(*run.args, prefix, chunk=3, max_length=14, phase_length=5, **shared, **kw)
+    np.testing.assert_array_equal(np.asarray(looped), whole)
 
 
 @pytest.mark.parametrize("scanned", [True, False], ids=["scanned", "unrolled"])
