@@ -457,8 +457,8 @@ def phase_ends(first: int, max_length: int, phase_length: int) -> tuple[int, ...
 # a 2-core CPU, once per machine with the compilation cache) and saves, per step, the unwritten positions of every
 # later phase. 1024: a loop of more than 1024 steps splits into phases of more than 512 positions each, which keeps
 # every (row, head) keys and values matrix above XLA:CPU's one-thread matrix-vector size (:func:`buffer_slack`):
-# 1500 steps at batch 4 in 2 phases of 750 ran 14% faster than one buffer, in 3 phases of 500 5% (benchmarks/NOTES.md
-# #27).
+# 1500 steps in 2 phases of 750 ran 8.7% (batch 4) and 3.3% (batch 1) faster than one buffer, 3 phases of 500 no
+# faster (benchmarks/NOTES.md #27).
 PHASE_LENGTH = 1024
 
 # XLA:CPU (jax 0.10) runs a matrix-vector product over a matrix of up to this many elements on one thread, and a
