@@ -298,7 +298,7 @@ def _prefill(decoder_params, conditions, prompt_BKQ, rng, spec: LoopSpec) -> Dec
     rng = row_keys(rng, B)
     scanned = is_scanned(decoder_params)
     tokens = jnp.zeros((B, K, spec.max_length), jnp.int32).at[:, :, :Q].set(prompt_BKQ.astype(jnp.int32))
-    shared_uncond = spec.use_cfg and spec.shared_uncond and B > 1
+    shared_uncond = _shares_uncond(spec, B)
     copy_common = _copies_common(spec, B)
     context, one_row = (), None
     if C:
@@ -361,18 +361,23 @@ def _prefill(decoder_params, conditions, prompt_BKQ, rng, spec: LoopSpec) -> Dec
 _COPY_COMMON_ROWS = 2
 
 
+def _shares_uncond(spec: LoopSpec, batch: int) -> bool:
+    """Whether the prefill runs the identical unconditional rows as one (``shared_uncond``; one row has none to
+    share)."""
+    return spec.use_cfg and spec.shared_uncond and batch > 1
+
+
 def _copies_common(spec: LoopSpec, batch: int) -> bool:
     """Whether the prefill copies the common prefix positions into each row's own buffer (few rows: each row's
     buffer gets its own copy, computed once all the same) rather than keeping them once as shared context."""
-    shared_uncond = spec.use_cfg and spec.shared_uncond and batch > 1
     rows = 2 * batch if spec.use_cfg else batch
-    return bool(spec.common_prefix) and not shared_uncond and rows <= _COPY_COMMON_ROWS
+    return bool(spec.common_prefix) and not _shares_uncond(spec, batch) and rows <= _COPY_COMMON_ROWS
 
 
 def _buffer_prefix(spec: LoopSpec, prefix_length: int, batch: int) -> int:
     """Positions the prefill's buffer holds in front of code position 0: the prefix positions each row keeps in its
     own buffer (none when the unconditional rows share theirs: the prefix then lives in context segments)."""
-    if spec.use_cfg and spec.shared_uncond and batch > 1:
+    if _shares_uncond(spec, batch):
         return 0
     return prefix_length if _copies_common(spec, batch) else prefix_length - spec.common_prefix
 

@@ -62,6 +62,8 @@ def time_forward_step(model, batch: int, total: int, n: int, conditions):
     cache = jax.block_until_ready(state.cache)
     cache_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(cache))
     ids = jnp.full((2 * batch, dec.num_codebooks, 1), dec.bos_token_id, jnp.int32)
+    # (a buffer with slack, sampling.buffer_slack, starts the steps that many positions later: every position is
+    # read all the same)
     index = cache.capacity - total + 1
 
     @functools.partial(jax.jit, donate_argnums=(2,))
